@@ -1,1 +1,104 @@
-"""Placeholder: being written."""
+"""AlexNet (Krizhevsky, Sutskever, Hinton 2012, ImageNet Classification with Deep CNNs).
+
+This is the single-tower network torchvision ships, from Krizhevsky's "One weird trick for
+parallelizing convolutional neural networks" (arXiv:1404.5997): 64-192-384-256-256 conv
+channels on one GPU, not the paper's two-GPU towers of 96-256-384-384-256 channels (48/128/...
+per GPU, with cross-tower connections only at conv3 and the FC layers). Local response
+normalisation is gone too, as in torchvision. Layer indices in ``features`` and ``classifier``
+equal torchvision's, so its state_dict loads directly.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from cnnzoo.models.registry import register
+
+__all__ = ["AlexNet"]
+
+_STEMS = ("imagenet", "small")
+
+
+class AlexNet(nn.Module):
+    """Five conv layers (ReLU, three 3x3/2 max-pools) and three FC layers with dropout.
+
+    ``stem="imagenet"``: conv1 is 11x11 stride 4 followed by a max-pool (224 -> 55 -> 27), the
+    trunk ends at 6x6 and the classifier takes 256 * 6 * 6 features, as torchvision (61.1M
+    parameters). ``stem="small"`` (28/32 px): conv1 is 3x3 stride 1 and the max-pool after it
+    is dropped, so only the two later pools downsample (32 -> 15 -> 7, 28 -> 13 -> 6); the
+    adaptive pool then gives 3x3 instead of 6x6, which keeps the first FC layer at 2304 x 4096
+    (28.7M parameters at 10 classes instead of 58M from a 9216-wide input).
+
+    The ImageNet stem downsamples 32x overall, so it needs inputs of at least 63 px
+    (torchvision's ``min_size``); use the small stem below that.
+
+    Init: PyTorch's defaults (fan-in-scaled uniform), as torchvision, not the paper's N(0, 0.01)
+    weights with unit biases in conv2, conv4, conv5 and the hidden FC layers (its Sec. 5).
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 3,
+        num_classes: int = 1000,
+        stem: str = "imagenet",
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if stem not in _STEMS:
+            raise ValueError(f"stem={stem!r} is not one of {', '.join(map(repr, _STEMS))}")
+        if stem == "imagenet":
+            conv1 = nn.Conv2d(in_channels, 64, kernel_size=11, stride=4, padding=2)
+            pool1: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2)
+            pooled = 6
+        else:
+            conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1)
+            pool1 = nn.Identity()
+            pooled = 3
+        self.num_features = 256
+        self.features = nn.Sequential(
+            conv1,
+            nn.ReLU(inplace=True),
+            pool1,
+            nn.Conv2d(64, 192, kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(192, 384, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d((pooled, pooled))
+        self.classifier = nn.Sequential(
+            nn.Dropout(p=dropout),
+            nn.Linear(256 * pooled * pooled, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
+            nn.Linear(4096, num_classes),
+        )
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        # imagenet: N x 3 x 224 x 224 -> N x 256 x 6 x 6; small: N x 3 x 32 x 32 -> N x 256 x 7 x 7
+        return self.features(x)
+
+    def forward_head(self, x: Tensor) -> Tensor:
+        x = self.avgpool(x)  # N x 256 x 6 x 6 (small: N x 256 x 3 x 3)
+        x = torch.flatten(x, 1)  # N x 9216 (small: N x 2304)
+        return self.classifier(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+register(
+    "alexnet",
+    AlexNet,
+    paper="Krizhevsky et al. 2012, ImageNet Classification with Deep CNNs, NeurIPS; "
+    "one-tower form of Krizhevsky 2014, One weird trick, arXiv:1404.5997",
+)

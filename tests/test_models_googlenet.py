@@ -1,0 +1,85 @@
+"""GoogLeNet: torchvision's network exactly (with and without the auxiliary classifiers),
+Table 1 widths, explicit auxiliary outputs, a small stem for 28/32 px images."""
+
+import pytest
+import torch
+import torchvision
+
+from cnnzoo.models import create_model
+from cnnzoo.models.googlenet import INCEPTION_V1, GoogLeNet
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def torchvision_googlenet(aux_logits: bool, **kwargs: float) -> torch.nn.Module:
+    return torchvision.models.googlenet(
+        weights=None, aux_logits=aux_logits, transform_input=False, init_weights=True, **kwargs
+    )
+
+
+@pytest.mark.parametrize("aux_logits", [True, False])
+def test_googlenet_equals_torchvision_at_imagenet_settings(aux_logits: bool) -> None:
+    torch.manual_seed(0)
+    ours = create_model("googlenet", aux_logits=aux_logits)
+    reference = torchvision_googlenet(aux_logits)
+    assert n_params(ours) == n_params(reference)
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), reference.eval()(x), atol=1e-5, rtol=0)
+
+
+def test_googlenet_parameter_counts() -> None:
+    assert n_params(GoogLeNet(aux_logits=True)) == 13_004_888
+    assert n_params(GoogLeNet(aux_logits=False)) == 6_624_904
+
+
+def test_googlenet_aux_outputs_equal_torchvision_in_training() -> None:
+    torch.manual_seed(0)
+    ours = GoogLeNet(dropout=0.0)
+    reference = torchvision_googlenet(True, dropout=0.0, dropout_aux=0.0)
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    for aux in (ours.aux1, ours.aux2):
+        aux.dropout.p = 0.0
+    x = torch.randn(2, 3, 224, 224)
+    logits, aux2, aux1 = reference.train()(x)
+    torch.testing.assert_close(
+        ours.train().forward_with_aux(x), (logits, aux1, aux2), atol=1e-5, rtol=0
+    )
+
+
+def test_table_1_widths_give_the_papers_output_channels() -> None:
+    outputs = {name: spec.out_channels for name, spec in INCEPTION_V1.items()}
+    assert outputs == {
+        "3a": 256, "3b": 480, "4a": 512, "4b": 512, "4c": 512,
+        "4d": 528, "4e": 832, "5a": 832, "5b": 1024,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_googlenet_forward_is_logits_and_aux_come_from_their_own_method(
+    shape: tuple[int, int, int],
+) -> None:
+    net = GoogLeNet(in_channels=shape[0], num_classes=10, stem="small").train()
+    x = torch.randn(2, *shape)
+    assert net(x).shape == (2, 10)
+    outputs = net.forward_with_aux(x)
+    assert isinstance(outputs, tuple) and [o.shape for o in outputs] == [(2, 10)] * 3
+
+
+def test_googlenet_small_stem_skips_the_early_pools() -> None:
+    net = GoogLeNet(num_classes=10, stem="small")
+    assert net.forward_features(torch.randn(1, 3, 32, 32)).shape == (1, 1024, 8, 8)
+
+
+def test_googlenet_without_aux_refuses_aux_outputs() -> None:
+    net = GoogLeNet(num_classes=10, stem="small", aux_logits=False)
+    with pytest.raises(ValueError, match="aux_logits=False"):
+        net.forward_with_aux(torch.randn(1, 3, 32, 32))
+
+
+def test_googlenet_rejects_an_unknown_stem() -> None:
+    with pytest.raises(ValueError, match="'imagenet', 'small'"):
+        GoogLeNet(stem="cifar")
