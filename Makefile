@@ -1,0 +1,32 @@
+# `make train` and `make test` set up .venv themselves the first time.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install train test test-all lint format clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+train: install
+	$(BIN)/python train.py $(ARGS)
+
+test: install
+	$(BIN)/pytest -q
+
+test-all: install
+	$(BIN)/pytest -q -m ""
+
+lint: install
+	$(BIN)/ruff check src tests train.py eval.py
+
+format: install
+	$(BIN)/ruff format src tests train.py eval.py
+
+clean:
+	rm -rf logs/train logs/eval logs/debug .pytest_cache

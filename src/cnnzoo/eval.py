@@ -1,0 +1,73 @@
+"""Re-test a checkpoint: ``python eval.py ckpt_path=…/best.ckpt``.
+
+The network is rebuilt from the checkpoint's own hyperparameters. The data config is the training
+run's (read from ``<run dir>/.hydra/config.yaml``) unless ``data=…`` is given on the command line.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from cnnzoo.config import CONFIG_DIR
+from cnnzoo.errors import UserError
+from cnnzoo.module import ImageClassifier
+from cnnzoo.utils.instantiate import instantiate_loggers
+from cnnzoo.utils.records import write_job_summary
+
+__all__ = ["evaluate", "main"]
+
+log = logging.getLogger(__name__)
+
+
+def training_config(ckpt_path: Path) -> DictConfig | None:
+    """The composed config of the run that wrote ``ckpt_path`` (``<run>/checkpoints/x.ckpt``)."""
+    saved = ckpt_path.resolve().parent.parent / ".hydra" / "config.yaml"
+    return OmegaConf.load(saved) if saved.is_file() else None
+
+
+def _data_from_run(cfg: DictConfig, ckpt_path: Path) -> None:
+    chosen_on_command_line = any(
+        override.split("=", 1)[0].lstrip("+~").split(".", 1)[0] == "data"
+        for override in HydraConfig.get().overrides.task
+    )
+    run_cfg = training_config(ckpt_path)
+    if run_cfg is None or chosen_on_command_line:
+        return
+    log.info("Using the data config of the training run: %s", run_cfg.data._target_)
+    with open_dict(cfg):
+        # keep this machine's paths: the run may come from elsewhere
+        data = OmegaConf.merge(run_cfg.data, {"data_dir": cfg.data.data_dir})
+        cfg.data = data
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    ckpt_path = Path(cfg.ckpt_path)
+    if not ckpt_path.is_file():
+        raise UserError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    _data_from_run(cfg, ckpt_path)
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")))
+    trainer.test(model, datamodule=datamodule)
+    metrics = {name: float(value) for name, value in sorted(trainer.callback_metrics.items())}
+    return {"ckpt_path": str(ckpt_path), "metrics": metrics}
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    record = evaluate(cfg)
+    write_job_summary(HydraConfig.get().runtime.output_dir, record)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Train (and test) a classifier: ``python train.py model=resnet18 data=cifar10 …``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from cnnzoo.config import CONFIG_DIR
+from cnnzoo.errors import UserError
+from cnnzoo.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from cnnzoo.utils.records import write_job_summary, write_sweep_summary
+
+__all__ = ["main", "train"]
+
+log = logging.getLogger(__name__)
+
+
+def _metrics(trainer: L.Trainer) -> dict[str, float]:
+    return {name: float(value) for name, value in sorted(trainer.callback_metrics.items())}
+
+
+def _checkpoint_path(ckpt_path: str | None) -> str | None:
+    if ckpt_path is None:
+        return None
+    if not Path(ckpt_path).is_file():
+        raise UserError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+    return ckpt_path
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Instantiate the datamodule, model, callbacks, loggers and trainer from ``cfg``; fit; test.
+
+    Returns the run's record: final metrics and checkpoint paths.
+    """
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    ckpt_path = _checkpoint_path(cfg.get("ckpt_path"))
+
+    log.info("Instantiating datamodule <%s>", cfg.data._target_)
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    log.info("Instantiating model <%s>", cfg.model.net._target_)
+    model: L.LightningModule = instantiate(cfg.model, _recursive_=False, _convert_="all")
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    record: dict[str, Any] = {"output_dir": cfg.paths.output_dir}
+    start = time.perf_counter()
+    if cfg.get("train"):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    record["train_time_s"] = time.perf_counter() - start
+    fit_metrics = _metrics(trainer)
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
+    record["best_ckpt"] = best or None
+    record["last_ckpt"] = (
+        (checkpoint.last_model_path or None) if isinstance(checkpoint, ModelCheckpoint) else None
+    )
+    if cfg.get("test"):
+        if cfg.get("train") and not best:
+            log.warning("No best checkpoint was saved; testing the current weights")
+        trainer.test(
+            model,
+            datamodule=datamodule,
+            ckpt_path=best or (None if cfg.get("train") else ckpt_path),
+        )
+    record["metrics"] = {**fit_metrics, **_metrics(trainer)}
+    for logger in trainer.loggers:
+        logger.finalize("success")
+    return record
+
+
+def _run(cfg: DictConfig) -> float | None:
+    """The Hydra task: train, record the job (also when it fails), return the optimised metric."""
+    hydra_cfg = HydraConfig.get()
+    record: dict[str, Any] = {"overrides": list(hydra_cfg.overrides.task), "status": "running"}
+    try:
+        record.update(train(cfg), status="completed")
+    except BaseException as error:
+        record.update(status="failed", error=f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        write_job_summary(hydra_cfg.runtime.output_dir, record)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            write_sweep_summary(hydra_cfg.sweep.dir)
+    metric = cfg.get("optimized_metric")
+    if metric and metric not in record["metrics"]:
+        log.warning(
+            "optimized_metric=%s was not logged (logged: %s)", metric, ", ".join(record["metrics"])
+        )
+    return record["metrics"].get(metric) if metric else None
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    torch.set_float32_matmul_precision(cfg.get("matmul_precision", "highest"))
+    return _run(cfg)
+
+
+if __name__ == "__main__":
+    main()

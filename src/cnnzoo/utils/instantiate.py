@@ -1,0 +1,56 @@
+"""Instantiate the callback and logger groups, whose configs map names to ``_target_`` nodes."""
+
+from __future__ import annotations
+
+import logging
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning import Callback
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+__all__ = ["instantiate_callbacks", "instantiate_loggers", "run_identity"]
+
+log = logging.getLogger(__name__)
+
+
+def _targets(cfg: DictConfig | None, group: str) -> list[DictConfig]:
+    if cfg is None:
+        return []
+    if not isinstance(cfg, DictConfig):
+        raise TypeError(f"the {group} config must be a mapping of names to _target_ nodes")
+    # a node set to null (e.g. `callbacks.rich_progress_bar=null`) switches that entry off
+    return [node for node in cfg.values() if isinstance(node, DictConfig) and "_target_" in node]
+
+
+def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
+    return [instantiate(node) for node in _targets(cfg, "callbacks")]
+
+
+def run_identity() -> tuple[str, str]:
+    """(group, name) of this job: in a multirun the sweep dir's name and the job's overrides."""
+    if not HydraConfig.initialized():
+        return "", ""
+    hydra_cfg = HydraConfig.get()
+    overrides = ",".join(hydra_cfg.overrides.task) or "defaults"
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return (
+            f"{hydra_cfg.job.name}/{hydra_cfg.sweep.dir.rstrip('/').rsplit('/', 1)[-1]}",
+            overrides,
+        )
+    return hydra_cfg.job.name, overrides
+
+
+def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
+    loggers = []
+    for node in _targets(cfg, "logger"):
+        if node._target_.endswith("WandbLogger"):
+            group, name = run_identity()
+            node = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
+            with open_dict(node):
+                node.group = node.get("group") or group or None
+                node.name = node.get("name") or name or None
+        loggers.append(instantiate(node))
+    return loggers

@@ -1,0 +1,59 @@
+"""What a run leaves behind for people and tools: ``summary.json`` per job, and per sweep a table
+of its jobs (``summary.csv`` and ``summary.md``) rewritten as each job ends."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_job_summary", "write_sweep_summary"]
+
+JOB_SUMMARY = "summary.json"
+
+
+def write_job_summary(output_dir: str | Path, record: dict[str, Any]) -> Path:
+    path = Path(output_dir) / JOB_SUMMARY
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return path
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def write_sweep_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """Gather every job's ``summary.json`` under ``sweep_dir`` into one table, in job order."""
+    sweep_dir = Path(sweep_dir)
+    jobs = []
+    for path in sweep_dir.glob(f"*/{JOB_SUMMARY}"):
+        record = json.loads(path.read_text())
+        jobs.append({"job": path.parent.name, **record})
+    jobs.sort(key=lambda job: (len(job["job"]), job["job"]))
+    metric_names = sorted({name for job in jobs for name in job.get("metrics", {})})
+    columns = ["job", "overrides", "status", *metric_names, "best_ckpt", "error"]
+    rows = [
+        {
+            "job": job["job"],
+            "overrides": " ".join(job.get("overrides", [])),
+            "status": job.get("status", ""),
+            **{name: job.get("metrics", {}).get(name) for name in metric_names},
+            "best_ckpt": job.get("best_ckpt"),
+            "error": job.get("error"),
+        }
+        for job in jobs
+    ]
+    with open(sweep_dir / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += [
+        "| " + " | ".join(_cell(row[c]).replace("|", "\\|") for c in columns) + " |" for row in rows
+    ]
+    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    return rows
