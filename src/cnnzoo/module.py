@@ -109,7 +109,8 @@ class ImageClassifier(L.LightningModule):
         else:
             logits = self(x)
             loss = self._loss(logits, y)
-        metrics.update(logits, y)
+        # MixUp/CutMix give soft targets (N x num_classes): metrics count the dominant class
+        metrics.update(logits, y.argmax(dim=1) if y.ndim > 1 else y)
         on_step = stage == "train"
         self.log(
             f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y)
