@@ -1,0 +1,5 @@
+"""Lightning callbacks that cnnzoo's configs name in ``configs/callbacks/``."""
+
+from cnnzoo.callbacks.test_report import TestReport
+
+__all__ = ["TestReport"]
