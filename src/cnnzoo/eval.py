@@ -1,11 +1,15 @@
 """Re-test a checkpoint: ``python eval.py ckpt_path=…/best.ckpt``.
 
+Reports top-1/top-5 accuracy, macro F1 and per-class accuracy, and writes the confusion matrix
+(CSV and PNG) and a grid of the most confidently misclassified images to ``<eval dir>/test_report``.
+
 The network is rebuilt from the checkpoint's own hyperparameters. The data config is the training
 run's (read from ``<run dir>/.hydra/config.yaml``) unless ``data=…`` is given on the command line.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from cnnzoo.callbacks.test_report import TestReport
 from cnnzoo.config import CONFIG_DIR
 from cnnzoo.errors import UserError
 from cnnzoo.module import ImageClassifier
@@ -57,10 +62,26 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     _data_from_run(cfg, ckpt_path)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")))
+    report = TestReport(dirpath=str(Path(cfg.paths.output_dir) / "test_report"))
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, logger=instantiate_loggers(cfg.get("logger")), callbacks=[report]
+    )
     trainer.test(model, datamodule=datamodule)
     metrics = {name: float(value) for name, value in sorted(trainer.callback_metrics.items())}
-    return {"ckpt_path": str(ckpt_path), "metrics": metrics}
+    per_class = _read_per_class(Path(cfg.paths.output_dir) / "test_report" / "per_class.csv")
+    for row in per_class:
+        log.info("class %-12s accuracy %.4f  f1 %.4f", row["class"], row["accuracy"], row["f1"])
+    return {"ckpt_path": str(ckpt_path), "metrics": metrics, "per_class": per_class}
+
+
+def _read_per_class(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():  # not written on other ranks
+        return []
+    with open(path, newline="") as f:
+        return [
+            {key: value if key == "class" else float(value) for key, value in row.items()}
+            for row in csv.DictReader(f)
+        ]
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
