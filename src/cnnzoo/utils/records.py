@@ -35,11 +35,17 @@ def write_sweep_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
         jobs.append({"job": path.parent.name, **record})
     jobs.sort(key=lambda job: (len(job["job"]), job["job"]))
     metric_names = sorted({name for job in jobs for name in job.get("metrics", {})})
+    # the table shows what the sweep varies; summary.json keeps each job's full list
+    shared = (
+        set.intersection(*(set(job.get("overrides", [])) for job in jobs))
+        if len(jobs) > 1
+        else set()
+    )
     columns = ["job", "overrides", "status", *metric_names, "best_ckpt", "error"]
     rows = [
         {
             "job": job["job"],
-            "overrides": " ".join(job.get("overrides", [])),
+            "overrides": " ".join(o for o in job.get("overrides", []) if o not in shared),
             "status": job.get("status", ""),
             **{name: job.get("metrics", {}).get(name) for name in metric_names},
             "best_ckpt": job.get("best_ckpt"),
