@@ -13,11 +13,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from cnnzoo.models.common import STEMS, check_choice
 from cnnzoo.models.registry import register
 
 __all__ = ["AlexNet"]
-
-_STEMS = ("imagenet", "small")
 
 
 class AlexNet(nn.Module):
@@ -46,8 +45,7 @@ class AlexNet(nn.Module):
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
-        if stem not in _STEMS:
-            raise ValueError(f"stem={stem!r} is not one of {', '.join(map(repr, _STEMS))}")
+        check_choice("stem", stem, STEMS)
         if stem == "imagenet":
             conv1 = nn.Conv2d(in_channels, 64, kernel_size=11, stride=4, padding=2)
             pool1: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2)

@@ -15,11 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
+from cnnzoo.models.common import STEMS, check_choice
 from cnnzoo.models.registry import register
 
 __all__ = ["LayerNorm2d", "Block", "Downsample", "ConvNeXt", "from_torchvision_state_dict"]
-
-STEMS = ("imagenet", "small")
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -94,8 +93,7 @@ class ConvNeXt(nn.Module):
         stem: str = "imagenet",
     ) -> None:
         super().__init__()
-        if stem not in STEMS:
-            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+        check_choice("stem", stem, STEMS)
         if len(depths) != len(dims) or not depths:
             raise ValueError(f"depths and dims need one entry per stage, got {depths} and {dims}")
         if not 0.0 <= drop_path_rate < 1.0:

@@ -14,11 +14,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cnnzoo.models.common import STEMS, check_choice
 from cnnzoo.models.registry import register
 
 __all__ = ["DenseLayer", "DenseBlock", "Transition", "DenseNet"]
-
-STEMS = ("imagenet", "small")
 
 
 class DenseLayer(nn.Module):
@@ -98,8 +97,7 @@ class DenseNet(nn.Module):
         stem: str = "imagenet",
     ) -> None:
         super().__init__()
-        if stem not in STEMS:
-            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+        check_choice("stem", stem, STEMS)
         if not 0.0 < compression <= 1.0:
             raise ValueError(f"compression (theta) must be in (0, 1], got {compression}")
         if not block_config:

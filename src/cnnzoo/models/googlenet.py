@@ -14,11 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cnnzoo.models.common import STEMS, check_choice
 from cnnzoo.models.registry import register
 
 __all__ = ["INCEPTION_V1", "BasicConv2d", "GoogLeNet", "Inception", "InceptionAux", "InceptionSpec"]
-
-_STEMS = ("imagenet", "small")
 
 
 @dataclass(frozen=True)
@@ -133,8 +132,7 @@ class GoogLeNet(nn.Module):
         dropout: float = 0.2,
     ) -> None:
         super().__init__()
-        if stem not in _STEMS:
-            raise ValueError(f"stem={stem!r} is not one of {', '.join(map(repr, _STEMS))}")
+        check_choice("stem", stem, STEMS)
         # Flat attribute names (conv1 .. maxpool2, inception3a ..) are torchvision's; the small
         # stem leaves the layers it does not need as Identity so forward has no branches.
         if stem == "imagenet":

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from cnnzoo.models.common import STEMS, check_choice
 from cnnzoo.models.registry import register
 
 __all__ = ["ACTIVATIONS", "LeNet5", "MLP"]
@@ -26,12 +27,6 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "si
 
 # Neither network has a stem to choose: ``stem`` is accepted (and checked) only so that every
 # zoo network takes the same arguments; both values build the same layers.
-_STEMS = ("small", "imagenet")
-
-
-def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
 
 
 class LeNet5(nn.Module):
@@ -57,8 +52,8 @@ class LeNet5(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        _check_choice("stem", stem, _STEMS)
-        _check_choice("activation", activation, tuple(ACTIVATIONS))
+        check_choice("stem", stem, STEMS)
+        check_choice("activation", activation, tuple(ACTIVATIONS))
         act = ACTIVATIONS[activation]
         self.num_features = 16
         self.features = nn.Sequential(
@@ -116,7 +111,7 @@ class MLP(nn.Module):
         stem: str = "small",
     ) -> None:
         super().__init__()
-        _check_choice("stem", stem, _STEMS)
+        check_choice("stem", stem, STEMS)
         if image_size < 1 or not hidden_sizes or min(hidden_sizes) < 1:
             raise ValueError(
                 f"MLP needs image_size >= 1 and at least one hidden layer of width >= 1, "

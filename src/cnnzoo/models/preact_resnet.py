@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnzoo.models.common import STEMS, check_choice
 from cnnzoo.models.registry import register
 
 __all__ = ["PreActBlock", "PreActBottleneck", "PreActResNet", "wide_resnet"]
@@ -94,7 +95,6 @@ BLOCKS: dict[str, type[PreActBlock | PreActBottleneck]] = {
     "basic": PreActBlock,
     "bottleneck": PreActBottleneck,
 }
-STEMS = ("imagenet", "small")
 
 
 class PreActResNet(nn.Module):
@@ -123,10 +123,8 @@ class PreActResNet(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if block not in BLOCKS:
-            raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
-        if stem not in STEMS:
-            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+        check_choice("block", block, BLOCKS)
+        check_choice("stem", stem, STEMS)
         if len(layers) != len(widths) or min(layers, default=0) < 1:
             raise ValueError(
                 f"need one block count >= 1 per stage width, got layers={tuple(layers)}"

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnzoo.models.common import STEMS, check_choice
 from cnnzoo.models.registry import register
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "ZeroPadShortcut", "conv1x1", "conv3x3"]
@@ -119,7 +120,6 @@ class Bottleneck(nn.Module):
 
 BLOCKS: dict[str, type[BasicBlock | Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 SHORTCUTS = ("projection", "zero_pad")  # the paper's options B and A
-STEMS = ("imagenet", "small")
 
 
 def _shortcut(kind: str, in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
@@ -156,12 +156,9 @@ class ResNet(nn.Module):
         zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
-        if block not in BLOCKS:
-            raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
-        if stem not in STEMS:
-            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
-        if shortcut not in SHORTCUTS:
-            raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
+        check_choice("block", block, BLOCKS)
+        check_choice("stem", stem, STEMS)
+        check_choice("shortcut", shortcut, SHORTCUTS)
         if len(layers) != len(widths) or min(layers, default=0) < 1:
             raise ValueError(
                 f"need one block count >= 1 per stage width, got layers={tuple(layers)}"
