@@ -156,6 +156,21 @@ def test_wandb_offline_run_holds_the_metrics_and_config(tmp_path: Path) -> None:
     assert info["config"]["model"]["num_classes"] == 10  # resolved, not "${datamodule:...}"
 
 
+def test_online_wandb_without_credentials_fails_fast_instead_of_prompting(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    result = subprocess.run(
+        [sys.executable, "train.py", "logger=wandb", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT,
+        env={**env, "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "wandb login" in result.stderr and "logger.wandb.offline=true" in result.stderr
+
+
 def test_several_loggers_at_once(tmp_path: Path) -> None:
     run(
         "train.py",

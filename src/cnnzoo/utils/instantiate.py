@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import netrc
+import os
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -10,6 +12,8 @@ from hydra.utils import instantiate
 from lightning import Callback
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from cnnzoo.errors import UserError
 
 __all__ = ["instantiate_callbacks", "instantiate_loggers", "run_identity"]
 
@@ -43,10 +47,36 @@ def run_identity() -> tuple[str, str]:
     return hydra_cfg.job.name, overrides
 
 
+def _wandb_credentials_found() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1]
+        return netrc.netrc().authenticators(host.split("/")[0]) is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def _check_wandb_can_start(node: DictConfig) -> None:
+    """An online W&B run without credentials would prompt for them; a sweep must never wait."""
+    offline = node.get("offline") or os.environ.get("WANDB_MODE") in (
+        "offline",
+        "disabled",
+        "dryrun",
+    )
+    if not offline and not _wandb_credentials_found():
+        raise UserError(
+            "logger=wandb is online but no W&B credentials were found: run `wandb login` once, "
+            "set WANDB_API_KEY, or log offline with logger.wandb.offline=true "
+            "(or WANDB_MODE=offline)"
+        )
+
+
 def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
     loggers = []
     for node in _targets(cfg, "logger"):
         if node._target_.endswith("WandbLogger"):
+            _check_wandb_can_start(node)
             group, name = run_identity()
             node = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
             with open_dict(node):
