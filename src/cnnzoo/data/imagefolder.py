@@ -1,0 +1,204 @@
+"""The user's own images (and ImageNet, Imagenette…): one sub-folder per class.
+
+Two layouts are read from ``path``:
+
+- ImageNet style: ``train/<class>/*`` and ``val/<class>/*`` (and optionally ``test/<class>/*``);
+  ``val`` validates, and is also the test split unless a ``test`` folder exists;
+- one folder of ``<class>/*``: ``val_fraction`` of each class, chosen by ``split_seed``, becomes
+  the validation (and test) split.
+
+Images are decoded and augmented one by one in worker processes (``torchvision.transforms.v2``);
+grey, RGBA and palette images are converted to ``channels``. Files that are not readable images are
+left out with one warning naming them (``on_bad_image=warn``) or stop the run (``error``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from cnnzoo.data.augment import check_choice
+from cnnzoo.data.base import ImageDataModule, stratified_split
+from cnnzoo.errors import UserError
+
+__all__ = ["ImageFolderDataModule"]
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# the usual evaluation resize: 224 / 256 of the shorter side is kept by the centre crop
+CENTER_CROP_FRACTION = 0.875
+
+
+def _class_folders(root: Path) -> list[str]:
+    return sorted(entry.name for entry in root.iterdir() if entry.is_dir())
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(
+        path
+        for path in folder.rglob("*")
+        if path.is_file() and path.suffix.lower() in IMG_EXTENSIONS
+    )
+
+
+def _readable(path: Path) -> bool:
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        return True
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        return False
+
+
+class ImageFileDataset(Dataset):
+    """``(path, label)`` samples decoded with PIL, converted to ``mode`` and transformed."""
+
+    def __init__(self, samples: list[tuple[Path, int]], transform, *, mode: str) -> None:
+        self.samples = samples
+        self.transform = transform
+        self.mode = mode
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        path, label = self.samples[index]
+        with Image.open(path) as image:
+            image = image.convert(self.mode)
+        return self.transform(image).as_subclass(Tensor), label
+
+
+class ImageFolderDataModule(ImageDataModule):
+    """Images in class folders under ``path``, at ``image_size`` pixels, ``channels`` channels."""
+
+    def __init__(
+        self,
+        *,
+        path: str | None = None,
+        image_size: int = 224,
+        resize_size: int | None = None,
+        channels: int = 3,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+        val_fraction: float = 0.1,
+        on_bad_image: str = "warn",
+        augment: str = "imagenet",
+        per_sample_transforms: bool = True,
+        **kwargs,
+    ) -> None:
+        if not per_sample_transforms:
+            raise UserError(
+                "data=imagefolder reads images from disk one by one: keep "
+                "data.per_sample_transforms=true"
+            )
+        super().__init__(augment=augment, per_sample_transforms=True, **kwargs)
+        if channels not in (1, 3):
+            raise UserError(f"data.channels={channels}: choose 1 (grey) or 3 (RGB)")
+        if len(mean) != channels or len(std) != channels:
+            raise UserError(f"data.mean and data.std need {channels} values, one per channel")
+        self.path = Path(path if path is not None else self.data_dir)
+        self.image_size = image_size
+        self.resize_size = resize_size or round(image_size / CENTER_CROP_FRACTION)
+        self.in_channels = channels
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+        self.val_fraction = val_fraction
+        self.on_bad_image = check_choice("data.on_bad_image", on_bad_image, ("warn", "error"))
+        self._class_names: tuple[str, ...] | None = None
+
+    # --- layout -------------------------------------------------------------------------------
+
+    @property
+    def layout(self) -> dict[str, Path]:
+        """The class-folder roots of each split present (``train`` at least)."""
+        if not self.path.is_dir():
+            raise UserError(
+                f"data.path={self.path}: no such folder. Put your images there as <class>/<image> "
+                "(or train/<class>/… and val/<class>/…), or set data.path to where they are"
+            )
+        if (self.path / "train").is_dir():
+            return {
+                split: self.path / split
+                for split in ("train", "val", "test")
+                if (self.path / split).is_dir()
+            }
+        return {"train": self.path}
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        if self._class_names is None:
+            self._class_names = self._scan_classes()
+        return self._class_names
+
+    def _scan_classes(self) -> tuple[str, ...]:
+        layout = self.layout
+        names = _class_folders(layout["train"])
+        if not names:
+            raise UserError(f"{layout['train']} holds no class folders (expected <class>/<image>)")
+        for split, root in layout.items():
+            other = _class_folders(root)
+            if other != names:
+                raise UserError(
+                    f"{root} and {layout['train']} hold different classes: only in {split}: "
+                    f"{sorted(set(other) - set(names)) or 'none'}; only in train: "
+                    f"{sorted(set(names) - set(other)) or 'none'}"
+                )
+        return tuple(names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    # --- loading ------------------------------------------------------------------------------
+
+    def _samples(self, root: Path) -> list[tuple[Path, int]]:
+        samples, empty, bad = [], [], []
+        for label, name in enumerate(self.class_names):
+            files = _image_files(root / name)
+            readable = [path for path in files if _readable(path)]
+            bad += [path for path in files if path not in set(readable)]
+            if not readable:
+                empty.append(str(root / name))
+            samples += [(path, label) for path in readable]
+        if bad:
+            names = ", ".join(str(path) for path in bad[:20]) + (" …" if len(bad) > 20 else "")
+            if self.on_bad_image == "error":
+                raise UserError(f"{len(bad)} files are not readable images: {names}")
+            log.warning("Skipping %d files that are not readable images: %s", len(bad), names)
+        if empty:
+            raise UserError(f"class folders with no images: {', '.join(empty)}")
+        return samples
+
+    def _dataset(self, samples: list[tuple[Path, int]], *, train: bool) -> ImageFileDataset:
+        transform = self.sample_transforms(train=train, resize_size=self.resize_size)
+        return ImageFileDataset(samples, transform, mode="RGB" if self.in_channels == 3 else "L")
+
+    def load(self) -> None:
+        layout = self.layout
+        train = self._samples(layout["train"])
+        if "val" in layout:
+            val = self._samples(layout["val"])
+        else:
+            if not 0 < self.val_fraction < 1:
+                raise UserError(
+                    f"data.val_fraction={self.val_fraction} must lie strictly between 0 and 1 "
+                    f"when {self.path} has no val/ folder"
+                )
+            labels = torch.tensor([label for _, label in train])
+            n_val = max(1, round(self.val_fraction * len(train)))
+            val_index, train_index = stratified_split(
+                labels, (n_val, len(train) - n_val), seed=self.split_seed
+            )
+            train, val = [train[i] for i in train_index], [train[i] for i in val_index]
+        test = self._samples(layout["test"]) if "test" in layout else val
+        self.train_set = self._dataset(train, train=True)
+        self.val_set = self._dataset(val, train=False)
+        self.test_set = self._dataset(test, train=False)

