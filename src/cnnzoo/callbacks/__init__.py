@@ -1,5 +1,6 @@
 """Lightning callbacks that cnnzoo's configs name in ``configs/callbacks/``."""
 
+from cnnzoo.callbacks.model_stats import ModelStats
 from cnnzoo.callbacks.test_report import TestReport
 
-__all__ = ["TestReport"]
+__all__ = ["ModelStats", "TestReport"]

@@ -1,0 +1,131 @@
+"""Size and cost of a network: parameters, forward FLOPs per image, and a per-layer table.
+
+FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one image: a multiply-add
+counts as 2 FLOPs. (Many papers quote multiply-adds as "FLOPs": ResNet-50's "4.1 GFLOPs" are
+4.1 G multiply-adds, 8.2 GFLOPs here.) Only convolutions and matrix products are counted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = [
+    "LayerRow",
+    "count_flops",
+    "count_parameters",
+    "format_count",
+    "layer_table",
+    "paper_link",
+    "parse_input",
+]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+@torch.no_grad()
+def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Forward FLOPs for one ``C x H x W`` image, counted in eval mode on the model's device."""
+    was_training = model.training
+    model.eval()
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    try:
+        with FlopCounterMode(display=False) as counter:
+            # .forward: a network compiled in place (``net.compile()``) is counted uncompiled
+            model.forward(torch.zeros(1, *input_shape, device=device))
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops()
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One module's line in a layer table: its output shape and its own parameters."""
+
+    name: str
+    kind: str
+    output_shape: tuple[int, ...] | None
+    parameters: int
+    depth: int
+
+
+@torch.no_grad()
+def layer_table(
+    model: nn.Module, input_shape: Sequence[int], *, max_depth: int = 2
+) -> list[LayerRow]:
+    """Run one image through ``model`` and record every module down to ``max_depth`` levels.
+
+    A row's parameters include its children's, so the top-level rows add up to the total.
+    """
+    rows: dict[str, LayerRow] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str):
+        def hook(module: nn.Module, args: object, output: object) -> None:
+            if isinstance(output, Tensor):
+                shapes[name] = tuple(output.shape)
+            elif isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+                shapes[name] = tuple(output[0].shape)
+
+        return hook
+
+    handles = []
+    for name, module in model.named_modules():
+        depth = name.count(".") + 1 if name else 0
+        if not name or depth > max_depth:
+            continue
+        rows[name] = LayerRow(name, type(module).__name__, None, count_parameters(module), depth)
+        handles.append(module.register_forward_hook(record(name)))
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return [
+        LayerRow(row.name, row.kind, shapes.get(row.name), row.parameters, row.depth)
+        for row in rows.values()
+    ]
+
+
+def format_count(value: float) -> str:
+    """``11689512 -> '11.69M'``, ``1.82e9 -> '1.82G'``."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f}{unit}"
+    return f"{value:.0f}"
+
+
+def parse_input(text: str) -> tuple[int, int, int]:
+    """``'3x32x32' -> (3, 32, 32)``."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*[xX,]\s*(\d+)\s*", text)
+    if match is None:
+        raise ValueError(f"input shape {text!r}: expected CxHxW, e.g. 3x32x32")
+    channels, height, width = (int(group) for group in match.groups())
+    return channels, height, width
+
+
+# papers first published outside arXiv, by their citation's first words
+_PUBLISHED = {
+    "LeCun et al. 1998": "https://doi.org/10.1109/5.726791",
+    "Krizhevsky et al. 2012": "https://papers.nips.cc/paper/4824-imagenet-classification-with-deep-convolutional-neural-networks",
+}
+
+
+def paper_link(paper: str) -> str:
+    """The URL of a registry row's paper: the venue of a known non-arXiv paper, else its arXiv id."""
+    for citation, url in _PUBLISHED.items():
+        if paper.startswith(citation):
+            return url
+    match = re.search(r"arXiv:(\d{4}\.\d{4,5})", paper)
+    return f"https://arxiv.org/abs/{match.group(1)}" if match else ""
