@@ -53,9 +53,13 @@ def _print_table(header: Sequence[str], rows: list[Sequence[str]], *, markdown: 
         for row in rows:
             print("| " + " | ".join(row) + " |")
         return
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print(
+            "  ".join(
+                str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)
+            ).rstrip()
+        )
 
 
 def list_models(shapes: list[tuple[int, int, int]], classes: int | None, *, markdown: bool) -> None:

@@ -123,7 +123,7 @@ _PUBLISHED = {
 
 
 def paper_link(paper: str) -> str:
-    """The URL of a registry row's paper: the venue of a known non-arXiv paper, else its arXiv id."""
+    """The URL of a registry row's paper: a known non-arXiv venue, else its arXiv id."""
     for citation, url in _PUBLISHED.items():
         if paper.startswith(citation):
             return url
