@@ -1,0 +1,110 @@
+"""See what the augmentation does: a PNG grid of augmented training samples with class names.
+
+    python -m cnnzoo.data show                                   # the bundled MNIST sample
+    python -m cnnzoo.data show data=cifar10 data.augment=strong data.cutmix_alpha=1.0
+    python -m cnnzoo.data show data=imagefolder data.path=/data/pets --out pets.png --n 16
+
+Every argument of the form ``key=value`` is a Hydra override of the training config, so the grid
+shows exactly what ``python train.py`` with the same overrides would train on (MixUp/CutMix
+included; a mixed image is titled with its two strongest classes and their weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from hydra.utils import instantiate
+from torch import Tensor
+
+from cnnzoo.config import CONFIG_DIR
+from cnnzoo.data.base import ImageDataModule
+from cnnzoo.errors import UserError
+
+USAGE_ERROR = 2
+
+
+def augmented_batch(datamodule: ImageDataModule, n: int, *, seed: int) -> tuple[Tensor, Tensor]:
+    """``n`` training images as the model would receive them (after batch mixing), and targets."""
+    torch.manual_seed(seed)
+    datamodule.setup("fit")
+    batch_size, datamodule.batch_size = datamodule.batch_size, n
+    try:
+        images, labels = next(iter(datamodule.train_dataloader()))
+    finally:
+        datamodule.batch_size = batch_size
+    if datamodule.batch_mix:
+        images, labels = datamodule.batch_mix(images, labels)
+    return images.cpu(), labels.cpu()
+
+
+def _title(target: Tensor, class_names: Sequence[str]) -> str:
+    if target.ndim == 0:
+        return class_names[int(target)]
+    weights, classes = target.topk(min(2, len(target)))
+    return "\n".join(
+        f"{class_names[int(c)]} {float(w):.2f}"
+        for w, c in zip(weights, classes, strict=True)
+        if w > 0.005
+    )
+
+
+def save_grid(datamodule: ImageDataModule, images: Tensor, labels: Tensor, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mean = torch.tensor(datamodule.mean).view(1, -1, 1, 1)
+    std = torch.tensor(datamodule.std).view(1, -1, 1, 1)
+    pixels = (images * std + mean).clamp(0, 1)  # N x C x H x W in [0, 1]
+    cols = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    figure, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, label in zip(axes.flat, pixels, labels, strict=False):
+        picture = image.permute(1, 2, 0).numpy()  # H x W x C
+        ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray")
+        ax.set_title(_title(label, datamodule.class_names), fontsize=7)
+    figure.suptitle(f"{type(datamodule).__name__}: augment={datamodule.augment}", fontsize=9)
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m cnnzoo.data",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    show = commands.add_parser("show", help="write a PNG grid of augmented training samples")
+    show.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=cifar10")
+    show.add_argument("--out", type=Path, default=Path("augmented.png"), help="the PNG to write")
+    show.add_argument("--n", type=int, default=32, help="how many samples")
+    show.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=list(args.overrides))
+        datamodule = instantiate(cfg.data)
+        images, labels = augmented_batch(datamodule, args.n, seed=args.seed)
+    except (UserError, HydraException) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    save_grid(datamodule, images, labels, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
