@@ -27,7 +27,7 @@ from cnnzoo.module import ImageClassifier
 from cnnzoo.utils.instantiate import instantiate_loggers
 from cnnzoo.utils.records import write_job_summary
 
-__all__ = ["evaluate", "main"]
+__all__ = ["data_from_run", "evaluate", "main", "training_config"]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ def training_config(ckpt_path: Path) -> DictConfig | None:
     return OmegaConf.load(saved) if saved.is_file() else None
 
 
-def _data_from_run(cfg: DictConfig, ckpt_path: Path) -> None:
+def data_from_run(cfg: DictConfig, ckpt_path: Path) -> None:
+    """Replace ``cfg.data`` by the training run's, unless ``data=…`` is on the command line."""
     chosen_on_command_line = any(
         override.split("=", 1)[0].lstrip("+~").split(".", 1)[0] == "data"
         for override in HydraConfig.get().overrides.task
@@ -59,7 +60,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise UserError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    _data_from_run(cfg, ckpt_path)
+    data_from_run(cfg, ckpt_path)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
     report = TestReport(dirpath=str(Path(cfg.paths.output_dir) / "test_report"))
