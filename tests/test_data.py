@@ -210,6 +210,21 @@ def test_imagefolder_skips_unreadable_files_with_one_warning_naming_them(
         strict.setup("fit")
 
 
+def test_imagefolder_survives_a_file_that_fails_to_decode_mid_epoch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_imagefolder(tmp_path, splits=(), suffix=".jpg", n_per_class=4)
+    datamodule = ImageFolderDataModule(path=str(tmp_path), image_size=32, val_fraction=0.25)
+    datamodule.setup("fit")
+    path, _ = datamodule.train_set.samples[0]
+    path.write_bytes(path.read_bytes()[:200])  # truncated after the header check
+
+    images, _ = datamodule.train_set[0]
+
+    assert images.shape == (3, 32, 32)
+    assert path.name in caplog.text
+
+
 def test_imagefolder_rejects_empty_classes_and_mismatched_splits(tmp_path: Path) -> None:
     write_imagefolder(tmp_path / "empty", splits=())
     (tmp_path / "empty" / "owl").mkdir()

@@ -59,21 +59,37 @@ def _readable(path: Path) -> bool:
 
 
 class ImageFileDataset(Dataset):
-    """``(path, label)`` samples decoded with PIL, converted to ``mode`` and transformed."""
+    """``(path, label)`` samples decoded with PIL, converted to ``mode`` and transformed.
 
-    def __init__(self, samples: list[tuple[Path, int]], transform, *, mode: str) -> None:
+    A file that passed the header check but fails to decode (a truncated JPEG, say) is replaced
+    by the next sample with a warning, unless ``on_bad_image="error"``: an epoch never dies
+    halfway through on one bad file.
+    """
+
+    def __init__(
+        self, samples: list[tuple[Path, int]], transform, *, mode: str, on_bad_image: str = "warn"
+    ) -> None:
         self.samples = samples
         self.transform = transform
         self.mode = mode
+        self.on_bad_image = on_bad_image
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        path, label = self.samples[index]
-        with Image.open(path) as image:
-            image = image.convert(self.mode)
-        return self.transform(image).as_subclass(Tensor), label
+        for offset in range(len(self.samples)):
+            path, label = self.samples[(index + offset) % len(self.samples)]
+            try:
+                with Image.open(path) as image:
+                    image = image.convert(self.mode)
+            except OSError as error:
+                if self.on_bad_image == "error":
+                    raise UserError(f"{path} is not a readable image ({error})") from error
+                log.warning("Skipping %s, which cannot be decoded (%s)", path, error)
+                continue
+            return self.transform(image).as_subclass(Tensor), label
+        raise UserError("none of the images could be decoded")
 
 
 class ImageFolderDataModule(ImageDataModule):
@@ -179,7 +195,8 @@ class ImageFolderDataModule(ImageDataModule):
 
     def _dataset(self, samples: list[tuple[Path, int]], *, train: bool) -> ImageFileDataset:
         transform = self.sample_transforms(train=train, resize_size=self.resize_size)
-        return ImageFileDataset(samples, transform, mode="RGB" if self.in_channels == 3 else "L")
+        mode = "RGB" if self.in_channels == 3 else "L"
+        return ImageFileDataset(samples, transform, mode=mode, on_bad_image=self.on_bad_image)
 
     def load(self) -> None:
         layout = self.layout
