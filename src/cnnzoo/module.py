@@ -16,6 +16,8 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from cnnzoo.optim import param_groups
+
 __all__ = ["ImageClassifier"]
 
 Batch = tuple[Tensor, Tensor]
@@ -47,6 +49,7 @@ class ImageClassifier(L.LightningModule):
         scheduler: Mapping[str, Any] | None = None,
         scheduler_interval: str = "epoch",
         label_smoothing: float = 0.0,
+        decay_norm_and_bias: bool = True,
         aux_loss_weight: float = 0.3,
         channels_last: bool = False,
         compile: bool = False,
@@ -64,6 +67,7 @@ class ImageClassifier(L.LightningModule):
                 "scheduler": _plain(scheduler),
                 "scheduler_interval": scheduler_interval,
                 "label_smoothing": label_smoothing,
+                "decay_norm_and_bias": decay_norm_and_bias,
                 "aux_loss_weight": aux_loss_weight,
                 "channels_last": channels_last,
                 "compile": compile,
@@ -112,8 +116,15 @@ class ImageClassifier(L.LightningModule):
         # MixUp/CutMix give soft targets (N x num_classes): metrics count the dominant class
         metrics.update(logits, y.argmax(dim=1) if y.ndim > 1 else y)
         on_step = stage == "train"
+        # validation and test losses are averaged over all DDP processes (once, at epoch end)
         self.log(
-            f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y)
+            f"{stage}/loss",
+            loss,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(y),
+            sync_dist=not on_step,
         )
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss
@@ -138,7 +149,8 @@ class ImageClassifier(L.LightningModule):
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
 
     def configure_optimizers(self) -> Any:
-        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
+        groups = param_groups(self.net, exclude_norm_and_bias=not self.hparams.decay_norm_and_bias)
+        optimizer = instantiate(self.hparams.optimizer)(params=groups)
         if self.hparams.scheduler is None:
             return optimizer
         build = instantiate(self.hparams.scheduler)

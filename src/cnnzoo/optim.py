@@ -1,13 +1,38 @@
-"""Learning-rate schedules that torch.optim does not ship."""
+"""Learning-rate schedules that torch.optim does not ship, and weight-decay parameter groups."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
+from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["warmup_cosine"]
+__all__ = ["param_groups", "warmup_cosine", "warmup_multistep"]
+
+
+def param_groups(module: nn.Module, *, exclude_norm_and_bias: bool) -> list[dict[str, Any]]:
+    """The module's trainable parameters; with ``exclude_norm_and_bias``, a second group of the
+    norm and bias parameters with weight decay 0 (the first keeps the optimizer's weight decay).
+
+    Decaying the scale and shift of normalisation layers and the biases only pulls them towards
+    zero without regularising the function ("no bias decay", He et al., 2019, Bag of Tricks,
+    arXiv:1812.01187, Sec. 3.1). Every parameter with at most one dimension is one of those
+    (ConvNeXt's layer-scale ``gamma`` too) — the rule timm uses.
+    """
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not exclude_norm_and_bias:
+        return [{"params": params}]
+    return [
+        {"params": [p for p in params if p.ndim > 1]},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+
+
+def _warmup(step: int, warmup_steps: int) -> float:
+    return (step + 1) / warmup_steps if step < warmup_steps else 1.0
 
 
 def warmup_cosine(
@@ -25,8 +50,31 @@ def warmup_cosine(
 
     def factor(step: int) -> float:
         if step < warmup_steps:
-            return (step + 1) / warmup_steps
+            return _warmup(step, warmup_steps)
         progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)
+
+
+def warmup_multistep(
+    optimizer: Optimizer,
+    *,
+    milestones: Sequence[int],
+    gamma: float = 0.1,
+    warmup_steps: int = 0,
+) -> LambdaLR:
+    """Linear warmup over ``warmup_steps``, then the lr times ``gamma`` at each milestone.
+
+    The step schedule of the ResNet papers (He et al., 2016: /10 at 32k and 48k iterations; the
+    90-epoch ImageNet recipe: /10 at epochs 30, 60). Milestones count scheduler steps: epochs
+    with ``scheduler_interval=epoch``.
+    """
+    if list(milestones) != sorted(milestones):
+        raise ValueError(f"milestones must increase, got {list(milestones)}")
+
+    def factor(step: int) -> float:
+        passed = sum(step >= milestone for milestone in milestones)
+        return _warmup(step, warmup_steps) * gamma**passed
 
     return LambdaLR(optimizer, factor)
