@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import hydra
@@ -14,12 +14,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from cnnzoo.config import CONFIG_DIR
-from cnnzoo.errors import UserError
+from cnnzoo.utils.distributed import end_process_group, use_hydra_job_command
 from cnnzoo.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from cnnzoo.utils.records import write_job_summary, write_sweep_summary
+from cnnzoo.utils.resume import prepare_resume
 
 __all__ = ["main", "train"]
 
@@ -30,14 +32,6 @@ def _metrics(trainer: L.Trainer) -> dict[str, float]:
     return {name: float(value) for name, value in sorted(trainer.callback_metrics.items())}
 
 
-def _checkpoint_path(ckpt_path: str | None) -> str | None:
-    if ckpt_path is None:
-        return None
-    if not Path(ckpt_path).is_file():
-        raise UserError(f"ckpt_path={ckpt_path}: no such checkpoint file")
-    return ckpt_path
-
-
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Instantiate the datamodule, model, callbacks, loggers and trainer from ``cfg``; fit; test.
 
@@ -45,7 +39,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    ckpt_path = _checkpoint_path(cfg.get("ckpt_path"))
+    # a file, or `last`: the newest last.ckpt of this task; resuming continues that run's dir
+    ckpt_path = prepare_resume(cfg)
 
     log.info("Instantiating datamodule <%s>", cfg.data._target_)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
@@ -78,6 +73,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             ckpt_path=best or (None if cfg.get("train") else ckpt_path),
         )
     record["metrics"] = {**fit_metrics, **_metrics(trainer)}
+    if trainer.world_size > 1:
+        log.info("rank %d metrics: %s", trainer.global_rank, json.dumps(record["metrics"]))
     for logger in trainer.loggers:
         logger.finalize("success")
     return record
@@ -93,9 +90,12 @@ def _run(cfg: DictConfig) -> float | None:
         record.update(status="failed", error=f"{type(error).__name__}: {error}")
         raise
     finally:
-        write_job_summary(hydra_cfg.runtime.output_dir, record)
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            write_sweep_summary(hydra_cfg.sweep.dir)
+        # the next job of a multirun forms a process group of its own
+        end_process_group()
+        if rank_zero_only.rank == 0:
+            write_job_summary(hydra_cfg.runtime.output_dir, record)
+            if hydra_cfg.mode == RunMode.MULTIRUN:
+                write_sweep_summary(hydra_cfg.sweep.dir)
     metric = cfg.get("optimized_metric")
     if metric and metric not in record["metrics"]:
         log.warning(
@@ -107,6 +107,8 @@ def _run(cfg: DictConfig) -> float | None:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "highest"))
+    # DDP ranks 1.. re-run this job (not the sweep) in the job's directory
+    use_hydra_job_command()
     return _run(cfg)
 
 
