@@ -116,7 +116,7 @@ def _label(row: dict[str, Any], rows: list[dict[str, Any]]) -> str:
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) >= 1000 else f"{value:.4f}"
+        return f"{value:.4g}"
     return "" if value is None else str(value).replace("|", "\\|")
 
 

@@ -87,7 +87,9 @@ def _run(cfg: DictConfig) -> float | None:
     try:
         record.update(train(cfg), status="completed")
     except BaseException as error:
-        record.update(status="failed", error=f"{type(error).__name__}: {error}")
+        # an Optuna search stops a hopeless trial early by raising optuna.TrialPruned
+        status = "pruned" if type(error).__name__ == "TrialPruned" else "failed"
+        record.update(status=status, error=f"{type(error).__name__}: {error}")
         raise
     finally:
         # the next job of a multirun forms a process group of its own
