@@ -61,7 +61,14 @@ def _config(tmp_path: Path, data: str, *overrides: str) -> DictConfig:
         )
 
 
-@pytest.mark.parametrize("data", sorted(DATASETS))
+@pytest.mark.parametrize(
+    "data",
+    [
+        # the MNIST variants share all code but the file names: they run in `make test-all`
+        pytest.param(name, marks=pytest.mark.slow) if name in ("fashion_mnist", "kmnist") else name
+        for name in sorted(DATASETS)
+    ],
+)
 def test_each_dataset_trains_from_files_in_its_own_format(tmp_path: Path, data: str) -> None:
     write, overrides = DATASETS[data]
     write(tmp_path / "data")
