@@ -28,6 +28,7 @@ from cnnzoo.data import (
     CIFAR100DataModule,
     ImageFolderDataModule,
     MNISTDataModule,
+    SVHNDataModule,
 )
 from cnnzoo.errors import UserError
 from cnnzoo.train import train
@@ -247,3 +248,13 @@ def test_imagefolder_rejects_empty_classes_and_mismatched_splits(tmp_path: Path)
 def test_bad_option_names_the_choices() -> None:
     with pytest.raises(UserError, match="none, standard, strong, imagenet"):
         CIFAR100DataModule(augment="heavy")
+
+
+def test_svhn_extra_images_join_the_training_split_only(tmp_path: Path) -> None:
+    write_svhn(tmp_path, n_train=100, n_test=20, n_extra=30)
+    datamodule = SVHNDataModule(data_dir=str(tmp_path), val_size=10, use_extra=True)
+    datamodule.setup("fit")
+    sizes = len(datamodule.train_set), len(datamodule.val_set), len(datamodule.test_set)
+    assert sizes == (90 + 30, 10, 20)
+    # SVHN's class 10 is the digit 0
+    assert datamodule.test_set.labels.min() == 0
