@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 TRIAL_KEY = "optuna_trial"
 STUDY_DB = "optuna.db"
+# config groups that train.yaml selects as null or optional: not in a best-trial experiment
+UNSET_GROUPS = ("debug", "experiment", "hparams_search", "local")
 
 
 @dataclass
@@ -246,11 +248,13 @@ def experiment_yaml(overrides: list[str], study: Any, best: Any, sweep_dir: Path
     """An experiment config equal to a trial's command line: group choices become defaults."""
     from cnnzoo.config import CONFIG_DIR
 
-    defaults, values = [], OmegaConf.create({})
+    defaults, values, skipped = [], OmegaConf.create({}), []
     for line in overrides:
         key, value = line.split("=", 1)
         key = key.lstrip("+~")
-        if key == "hparams_search" or key.startswith("hydra.") or key == TRIAL_KEY:
+        if key in UNSET_GROUPS or key.startswith("hydra.") or key == TRIAL_KEY:
+            # an experiment cannot override groups that train.yaml leaves empty (Hydra refuses)
+            skipped.append(line)
             continue
         if "." not in key and (CONFIG_DIR / key).is_dir():
             defaults.append({f"override /{key}": value})
@@ -264,6 +268,8 @@ def experiment_yaml(overrides: list[str], study: Any, best: Any, sweep_dir: Path
         f"# Run it: python train.py --config-dir {sweep_dir} experiment=best_{study.study_name}\n"
         f"# (or copy this file to configs/experiment/ and drop --config-dir)\n"
     )
+    if skipped:
+        header += f"# The search also ran with: {' '.join(skipped)}\n"
     text = yaml.safe_dump({"defaults": defaults} if defaults else {}, sort_keys=False)
     text = "" if not defaults else text
     return header + text + (yaml.safe_dump(body, sort_keys=False) if body else "")
