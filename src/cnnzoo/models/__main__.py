@@ -49,7 +49,9 @@ def _shape_label(shape: tuple[int, int, int], classes: int | None) -> str:
 def _print_table(header: Sequence[str], rows: list[Sequence[str]], *, markdown: bool) -> None:
     if markdown:
         print("| " + " | ".join(header) + " |")
-        print("|" + "|".join("---" if i == 0 else "--:" for i in range(len(header))) + "|")
+        # numbers right-aligned, names and papers left
+        numeric = [all(row[i][:1].isdigit() for row in rows) for i in range(len(header))]
+        print("|" + "|".join("--:" if right else "---" for right in numeric) + "|")
         for row in rows:
             print("| " + " | ".join(row) + " |")
         return
