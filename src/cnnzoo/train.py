@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from cnnzoo.config import CONFIG_DIR
-from cnnzoo.utils.distributed import end_process_group, use_hydra_job_command
+from cnnzoo.utils.distributed import distributed_job, use_hydra_job_command
 from cnnzoo.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from cnnzoo.utils.records import write_job_summary, write_sweep_summary
 from cnnzoo.utils.resume import prepare_resume
@@ -85,15 +85,15 @@ def _run(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     record: dict[str, Any] = {"overrides": list(hydra_cfg.overrides.task), "status": "running"}
     try:
-        record.update(train(cfg), status="completed")
+        # the next job of a multirun forms a DDP process group of its own
+        with distributed_job():
+            record.update(train(cfg), status="completed")
     except BaseException as error:
         # an Optuna search stops a hopeless trial early by raising optuna.TrialPruned
         status = "pruned" if type(error).__name__ == "TrialPruned" else "failed"
         record.update(status=status, error=f"{type(error).__name__}: {error}")
         raise
     finally:
-        # the next job of a multirun forms a process group of its own
-        end_process_group()
         if rank_zero_only.rank == 0:
             write_job_summary(hydra_cfg.runtime.output_dir, record)
             if hydra_cfg.mode == RunMode.MULTIRUN:

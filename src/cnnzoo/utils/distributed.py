@@ -9,8 +9,10 @@ job's own overrides (``seed=2``, not ``seed=1,2``), run mode, and the job's outp
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
@@ -18,7 +20,7 @@ from hydra.utils import get_original_cwd, to_absolute_path
 from lightning.fabric.strategies.launchers import subprocess_script as fabric_launcher
 from lightning.pytorch.strategies.launchers import subprocess_script as pytorch_launcher
 
-__all__ = ["end_process_group", "hydra_job_command", "use_hydra_job_command"]
+__all__ = ["distributed_job", "hydra_job_command", "use_hydra_job_command"]
 
 # hydra.* overrides that describe the sweep itself rather than the job
 _SWEEP_KEYS = ("hydra.mode", "hydra.sweep", "hydra.run", "hydra.launcher", "hydra.sweeper")
@@ -59,7 +61,23 @@ def use_hydra_job_command() -> None:
     pytorch_launcher._hydra_subprocess_cmd = hydra_job_command
 
 
-def end_process_group() -> None:
-    """Destroy the DDP process group, so that the next job of a multirun can form its own."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+# what Lightning's launcher writes into the launching process's environment
+_LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@contextmanager
+def distributed_job() -> Iterator[None]:
+    """One job's DDP run: afterwards the process group is destroyed and the launch variables are
+    as before, so the next job of a multirun launches its own ranks (with LOCAL_RANK still set,
+    Lightning would take the processes to be started externally and wait for them forever)."""
+    before = {name: os.environ.get(name) for name in _LAUNCH_ENV}
+    try:
+        yield
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
