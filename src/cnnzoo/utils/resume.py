@@ -4,9 +4,13 @@ and leave a checkpoint behind when training is interrupted."""
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch.callbacks import OnExceptionCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -14,7 +18,7 @@ from omegaconf import DictConfig, open_dict
 
 from cnnzoo.errors import UserError
 
-__all__ = ["InterruptCheckpoint", "find_last_checkpoint", "prepare_resume"]
+__all__ = ["InterruptCheckpoint", "RngState", "find_last_checkpoint", "prepare_resume"]
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +51,12 @@ def _resolve(cfg: DictConfig) -> Path | None:
     return Path(ckpt_path)
 
 
-def _latest_version(directory: Path) -> int | None:
-    versions = [int(p.name.split("_")[1]) for p in directory.glob("version_*") if p.is_dir()]
-    return max(versions, default=None)
-
-
 def prepare_resume(cfg: DictConfig) -> str | None:
     """Resolve ``cfg.ckpt_path`` (a file, ``last`` or null) and, when it resumes training from a
     run's ``<run dir>/checkpoints/``, point ``paths.output_dir`` at that run directory, so the
-    checkpoints, the CSV metrics (same version, appended) and the W&B run (same id) continue.
+    checkpoints and the W&B run (same id) continue there, and the CSV logger adds the next
+    ``csv/version_<n>`` beside the interrupted run's (Lightning's CSV writer would truncate an
+    existing metrics file).
     A new W&B run's id is written to ``<run dir>/wandb_run_id`` for a later resume.
 
     Edits ``cfg`` in place; returns the checkpoint path for ``trainer.fit``.
@@ -70,8 +71,6 @@ def prepare_resume(cfg: DictConfig) -> str | None:
         for node in loggers.values():
             if not isinstance(node, DictConfig) or "_target_" not in node:
                 continue
-            if node._target_.endswith("CSVLogger") and resuming and node.get("version") is None:
-                node.version = _latest_version(Path(node.save_dir) / (node.name or ""))
             if node._target_.endswith("WandbLogger") and node.get("id") is None:
                 id_file = Path(cfg.paths.output_dir) / WANDB_ID_FILE
                 if resuming and id_file.is_file():
@@ -112,3 +111,36 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Keep the file: the parent deletes it after a clean run, and it is the regular
         ``last.ckpt`` of ModelCheckpoint too."""
+
+
+class RngState(L.Callback):
+    """Saves the python, numpy and torch (CPU and CUDA) random states in each checkpoint and
+    restores them on resume, so that the data order and augmentations after a resume are those
+    the unbroken run would have drawn. Plain tensors and tuples: the file still loads with
+    ``torch.load(weights_only=True)``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+        return {
+            "python": random.getstate(),
+            "numpy": (
+                name,
+                torch.from_numpy(keys.astype(np.int64)),
+                position,
+                has_gauss,
+                cached_gaussian,
+            ),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        version, internal, gauss = state_dict["python"]
+        random.setstate((version, tuple(internal), gauss))
+        name, keys, position, has_gauss, cached_gaussian = state_dict["numpy"]
+        np.random.set_state(
+            (name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian)
+        )
+        torch.set_rng_state(state_dict["torch"])
+        if state_dict["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
