@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install train test test-all lint format clean
+.PHONY: install train test test-all lint format clean bench
 
 install: $(VENV)/.installed
 
@@ -15,6 +15,10 @@ $(VENV)/.installed: pyproject.toml
 
 train: install
 	$(BIN)/python train.py $(ARGS)
+
+# speed against a plain PyTorch loop (minutes; not part of `make test`): see README, Benchmarks
+bench: install
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks $(ARGS)
 
 test: install
 	$(BIN)/pytest -q
