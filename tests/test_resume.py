@@ -49,6 +49,10 @@ def only_run(log_dir: Path) -> Path:
     return run
 
 
+def ckpt_run_dir(log_dir: Path) -> Path:
+    return find_last_checkpoint(log_dir / "train").parent.parent
+
+
 def weights(ckpt: Path) -> dict[str, torch.Tensor]:
     return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
 
@@ -104,7 +108,9 @@ def test_ckpt_path_last_names_the_newest_run_and_fails_clearly_without_one(
     assert "ckpt_path=last: no run under" in result.stderr
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)]
+)
 def test_a_signal_during_training_leaves_a_checkpoint_to_resume_from(
     tmp_path: Path, signum: int
 ) -> None:
@@ -123,8 +129,10 @@ def test_a_signal_during_training_leaves_a_checkpoint_to_resume_from(
         time.sleep(0.2)
     process.send_signal(signum)
     output, _ = process.communicate(timeout=120)
-    assert process.returncode != 0
+    # (Lightning ends a SIGTERM-ed run with SystemExit, status 0; Ctrl-C with status 1)
     assert "Training interrupted: saving" in output, output[-3000:]
+    summary = json.loads((ckpt_run_dir(tmp_path) / "summary.json").read_text())
+    assert summary["status"] == "failed"
 
     ckpt = find_last_checkpoint(tmp_path / "train")
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
