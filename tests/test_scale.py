@@ -1,0 +1,90 @@
+"""Scale-out on CPU: DDP under a Hydra multirun, and two torchrun "nodes" on localhost."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# 3 epochs of 5 batches (global batch 128: 64 per process)
+SHORT = ["debug=limit", "callbacks.rich_progress_bar=null"]
+
+
+def test_multirun_of_ddp_jobs_gives_one_run_per_job(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "train.py", "-m", "trainer=ddp_cpu", "seed=1,2", *SHORT,
+         f"paths.log_dir={tmp_path}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "debug" / "multiruns").iterdir()
+    jobs = sorted(p.name for p in sweep.iterdir() if p.name.isdigit())
+    assert jobs == ["0", "1"], "the ranks started sweeps of their own"
+    for job in jobs:
+        record = json.loads((sweep / job / "summary.json").read_text())
+        assert record["status"] == "completed"
+        assert sorted(os.listdir(sweep / job / "checkpoints")) == ["best.ckpt", "last.ckpt"]
+        # rank 1 logged into the job's directory, not a directory of its own
+        assert (sweep / job / "train_rank1.log").is_file()
+        assert record["metrics"]["test/acc"] > 0.3  # 10 classes: chance is 0.1
+    logged = re.findall(r"rank (\d) metrics: (\{.*\})", result.stdout + result.stderr)
+    assert sorted(rank for rank, _ in logged) == ["0", "0", "1", "1"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_torchrun_nodes_agree_on_the_metrics(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                "--nproc-per-node=1",
+                f"--node-rank={rank}",
+                "--master-addr=127.0.0.1",
+                f"--master-port={port}",
+                "train.py",
+                *SHORT,
+                "trainer=ddp_cpu",
+                "trainer.devices=1",
+                "trainer.num_nodes=2",
+                f"hydra.run.dir={tmp_path / f'node{rank}'}",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    for node, output in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, output[-3000:]
+    metrics = {}
+    for output in outputs:
+        for rank, logged in re.findall(r"rank (\d) metrics: (\{.*\})", output):
+            metrics[rank] = json.loads(logged)
+    assert metrics.keys() == {"0", "1"}
+    for name in ("val/acc", "val/loss", "test/acc", "test/loss"):
+        assert metrics["0"][name] == pytest.approx(metrics["1"][name]), name
+    # only global rank 0 writes checkpoints and the run record
+    assert (tmp_path / "node0" / "summary.json").is_file()
+    assert not (tmp_path / "node1" / "summary.json").exists()
