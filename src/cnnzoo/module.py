@@ -81,10 +81,14 @@ class ImageClassifier(L.LightningModule):
             self.net.compile()
 
         def metrics(stage: str) -> MetricCollection:
-            stage_metrics = {"acc": MulticlassAccuracy(num_classes, average="micro")}
+            # validate_args=False: the argument checks cost a torch.unique (a device sync) per
+            # step; labels come from our datamodules and cross_entropy rejects bad ones anyway
+            stage_metrics = {
+                "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+            }
             if num_classes > 5:
                 stage_metrics["acc_top5"] = MulticlassAccuracy(
-                    num_classes, top_k=5, average="micro"
+                    num_classes, top_k=5, average="micro", validate_args=False
                 )
             return MetricCollection(stage_metrics, prefix=f"{stage}/")
 
@@ -126,7 +130,6 @@ class ImageClassifier(L.LightningModule):
             batch_size=len(y),
             sync_dist=not on_step,
         )
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
@@ -138,14 +141,30 @@ class ImageClassifier(L.LightningModule):
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "test", self.test_metrics)
 
+    def _log_epoch_metrics(self, metrics: MetricCollection) -> dict[str, Tensor]:
+        # computed and logged once an epoch: logging the Metric objects from every step makes
+        # Lightning move each metric's state per call (benchmarks/RESULTS.md: ~6% of a LeNet
+        # step on CPU). compute() already syncs the states across DDP processes.
+        values = metrics.compute()
+        self.log_dict(values, prog_bar=True)
+        metrics.reset()
+        return values
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics(self.train_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics(self.test_metrics)
+
     def on_train_start(self) -> None:
         # the sanity check's validation must not count towards the best accuracy
         self.val_acc_best.reset()
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
+            self.val_metrics.reset()
             return
-        self.val_acc_best.update(self.val_metrics["acc"].compute())
+        self.val_acc_best.update(self._log_epoch_metrics(self.val_metrics)["val/acc"])
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
 
     def configure_optimizers(self) -> Any:
