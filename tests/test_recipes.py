@@ -143,7 +143,14 @@ DATA = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
+# the big nets take ~30-60 s each on 2 CPU cores even for one batch: `make test-all` runs them
+QUICK = {"mnist_lenet", "mnist_mlp", "cifar10_resnet18"}
+
+
+@pytest.mark.parametrize(
+    "experiment",
+    [e if e in QUICK else pytest.param(e, marks=pytest.mark.slow) for e in EXPERIMENTS],
+)
 def test_every_experiment_runs_end_to_end(experiment: str, tmp_path: Path) -> None:
     data = DATA[experiment.split("_")[0]](tmp_path / "data")
     train(f"experiment={experiment}", "debug=fdr", "data.batch_size=32", "data.num_workers=0",
