@@ -88,3 +88,18 @@ def test_two_torchrun_nodes_agree_on_the_metrics(tmp_path: Path) -> None:
     # only global rank 0 writes checkpoints and the run record
     assert (tmp_path / "node0" / "summary.json").is_file()
     assert not (tmp_path / "node1" / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_each_job_in_its_own_process(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "train.py", "-m", "hydra/launcher=local", "seed=1,2", "debug=fdr",
+         "callbacks.rich_progress_bar=null", f"paths.log_dir={tmp_path}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "debug" / "multiruns").iterdir()
+    for job in ("0", "1"):
+        assert json.loads((sweep / job / "summary.json").read_text())["status"] == "completed"
+    assert (sweep / ".submitit").is_dir()
