@@ -52,28 +52,28 @@ def _resolve(cfg: DictConfig) -> Path | None:
 
 
 def prepare_resume(cfg: DictConfig) -> str | None:
-    """Resolve ``cfg.ckpt_path`` (a file, ``last`` or null) and, when it resumes training from a
-    run's ``<run dir>/checkpoints/``, point ``paths.output_dir`` at that run directory, so the
+    """Resolve ``cfg.ckpt_path`` (a file, ``last`` or null). ``last`` continues the run it found:
+    ``paths.output_dir`` becomes that run's directory, so the
     checkpoints and the W&B run (same id) continue there, and the CSV logger adds the next
     ``csv/version_<n>`` beside the interrupted run's (Lightning's CSV writer would truncate an
-    existing metrics file).
+    existing metrics file). A checkpoint file named explicitly starts a new run directory.
     A new W&B run's id is written to ``<run dir>/wandb_run_id`` for a later resume.
 
     Edits ``cfg`` in place; returns the checkpoint path for ``trainer.fit``.
     """
     ckpt = _resolve(cfg)
     run_dir = ckpt.parent.parent if ckpt is not None else None
-    resuming = cfg.get("train") and run_dir is not None and ckpt.parent.name == "checkpoints"
+    continuing = cfg.get("ckpt_path") == "last" and cfg.get("train")
     loggers = cfg.get("logger") or {}
     with open_dict(cfg):
-        if resuming:
+        if continuing:
             cfg.paths.output_dir = str(run_dir)
         for node in loggers.values():
             if not isinstance(node, DictConfig) or "_target_" not in node:
                 continue
             if node._target_.endswith("WandbLogger") and node.get("id") is None:
                 id_file = Path(cfg.paths.output_dir) / WANDB_ID_FILE
-                if resuming and id_file.is_file():
+                if continuing and id_file.is_file():
                     node.id = id_file.read_text().strip()
                     node.resume = "allow"
                 else:
