@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +78,8 @@ def prepare_resume(cfg: DictConfig) -> str | None:
                     node.id = id_file.read_text().strip()
                     node.resume = "allow"
                 else:
-                    from wandb.util import generate_id
-
-                    node.id = generate_id()
+                    # W&B's own id format: 8 lowercase letters and digits
+                    node.id = secrets.token_hex(4)
                     _write_text(id_file, node.id)
     return None if ckpt is None else str(ckpt)
 
