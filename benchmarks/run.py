@@ -199,6 +199,7 @@ def measure_startup(*, repeats: int, threads: int, epochs: int = 10) -> dict[str
             "plain_train",
             "first_step",
             "train_py",
+            "train_py_no_report",
             "ratio",
         )
     }
@@ -226,6 +227,10 @@ def measure_startup(*, repeats: int, threads: int, epochs: int = 10) -> dict[str
             )
             rows["first_step"].append(float(mark.read_text()) - start)
         rows["train_py"].append(wall)
+        with tempfile.TemporaryDirectory() as out_dir:
+            args = [f"hydra.run.dir={out_dir}", f"trainer.max_epochs={epochs}"]
+            no_report = [py, "train.py", *args, "callbacks.test_report=null"]
+            rows["train_py_no_report"].append(_timed(no_report, env)[1])
         rows["ratio"].append(wall / (rows["import"][-1] + plain_train))
     return {k: statistics.median(v) for k, v in rows.items()}
 
@@ -253,7 +258,7 @@ LOADERS = {
             "model=resnet20",
             f"data._target_={RANDOM_32}",
             "data.train_size=4096",
-            "data.augment=standard",
+            "++data.augment=standard",
         ),
     ),
     "resnet20_workers": (
@@ -262,8 +267,8 @@ LOADERS = {
             "model=resnet20",
             f"data._target_={RANDOM_32}",
             "data.train_size=4096",
-            "data.augment=standard",
-            "data.per_sample_transforms=true",
+            "++data.augment=standard",
+            "++data.per_sample_transforms=true",
         ),
     ),
 }
@@ -342,6 +347,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             ("plain script, whole (`python -m benchmarks.plain`)", "plain_total"),
             ("`python train.py` to its first training step", "first_step"),
             ("`python train.py` whole default run (fit 10 epochs + test)", "train_py"),
+            ("the same with `callbacks.test_report=null` (no figures)", "train_py_no_report"),
         ):
             _say(out, f"| {label} | {r[key]:.2f} |")
         _say(out, f"| floor = bare import + plain training | {floor:.2f} |")
