@@ -3,5 +3,14 @@
 from cnnzoo.callbacks.model_stats import ModelStats
 from cnnzoo.callbacks.optuna_trial import OptunaTrial
 from cnnzoo.callbacks.test_report import TestReport
+from cnnzoo.callbacks.throughput import Throughput
+from cnnzoo.utils.resume import InterruptCheckpoint, RngState
 
-__all__ = ["ModelStats", "OptunaTrial", "TestReport"]
+__all__ = [
+    "InterruptCheckpoint",
+    "ModelStats",
+    "OptunaTrial",
+    "RngState",
+    "TestReport",
+    "Throughput",
+]
