@@ -21,8 +21,10 @@ import lightning  # noqa: E402, F401
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402, F401
+from omegaconf import OmegaConf  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
+from cnnzoo.config import CONFIG_DIR  # noqa: E402
 from cnnzoo.optim import warmup_cosine  # noqa: E402
 
 __all__ = ["PlainLoop"]
@@ -117,7 +119,9 @@ class PlainLoop:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=128)
+    # the default run's batch size, as `python train.py` composes it
+    batch_size = OmegaConf.load(CONFIG_DIR / "data" / "mnist_sample.yaml").batch_size
+    parser.add_argument("--batch-size", type=int, default=batch_size)
     args = parser.parse_args()
     imported = time.time()
 

@@ -26,6 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -36,9 +37,10 @@ from omegaconf import DictConfig, OmegaConf
 from benchmarks.plain import PlainLoop
 from benchmarks.timing import InterleavedTimer
 from cnnzoo.config import CONFIG_DIR
+from cnnzoo.optim import warmup_cosine
 from cnnzoo.utils.instantiate import instantiate_callbacks, instantiate_loggers
 
-__all__ = ["Case", "compose_train", "measure_overhead", "main"]
+__all__ = ["BareLightning", "Case", "compose_train", "measure_overhead", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RANDOM_32 = "benchmarks.synthetic.RandomImageDataModule"
@@ -75,6 +77,8 @@ CPU_CASES = {
         3,
     ),
 }
+# not a cnnzoo configuration: Lightning's own loop with nothing of cnnzoo's (see BareLightning)
+LIGHTNING = "lightning"
 VARIANTS = {
     "default": Variant("default callbacks (rich bar)"),
     "tqdm": Variant("tqdm bar", ("callbacks.rich_progress_bar=null",)),
@@ -82,7 +86,33 @@ VARIANTS = {
         "no progress bar",
         ("callbacks.rich_progress_bar=null", "+trainer.enable_progress_bar=false"),
     ),
+    LIGHTNING: Variant("bare Lightning loop: no callbacks, logging or metrics"),
 }
+
+
+class BareLightning(L.LightningModule):
+    """The least a LightningModule can be: forward, cross-entropy, the plain loop's Adam and
+    per-step cosine schedule; trained with no logger, callbacks, checkpointing or bar.
+
+    What this reference loses against ``PlainLoop`` is Lightning's own loop (automatic
+    optimization, hooks, fetching); what cnnzoo loses beyond it is cnnzoo's.
+    """
+
+    def __init__(self, net: torch.nn.Module, lr: float, total_steps: int) -> None:
+        super().__init__()
+        self.net = net
+        self.lr = lr
+        self.total_steps = total_steps
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
+        x, y = batch
+        return torch.nn.functional.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr)
+        scheduler = warmup_cosine(optimizer, total_steps=self.total_steps)
+        schedule = {"scheduler": scheduler, "interval": "step"}
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
 
 def compose_train(overrides: Sequence[str]) -> DictConfig:
@@ -141,15 +171,30 @@ def measure_overhead(
         )
         timer = InterleavedTimer(plain, per_step=per_step)
 
-        # what cnnzoo.train.train does, with the timer added to the callbacks
         L.seed_everything(cfg.seed, verbose=False)
         datamodule = instantiate(cfg.data)
-        model = instantiate(cfg.model, _recursive_=False, _convert_="all")
-        callbacks = [*instantiate_callbacks(cfg.get("callbacks")), timer]
-        loggers = instantiate_loggers(cfg.get("logger"))
-        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
-        for logger in trainer.loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        if variant is VARIANTS[LIGHTNING]:
+            model = BareLightning(instantiate(cfg.model.net), cfg.model.optimizer.lr, steps)
+            trainer = L.Trainer(
+                accelerator=cfg.trainer.accelerator,
+                devices=1,
+                precision=cfg.trainer.precision,
+                max_epochs=cfg.trainer.max_epochs,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                limit_val_batches=0,
+                callbacks=[timer],
+            )
+        else:
+            # what cnnzoo.train.train does, with the timer added to the callbacks
+            model = instantiate(cfg.model, _recursive_=False, _convert_="all")
+            callbacks = [*instantiate_callbacks(cfg.get("callbacks")), timer]
+            loggers = instantiate_loggers(cfg.get("logger"))
+            trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+            for logger in trainer.loggers:
+                logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         trainer.fit(model, datamodule=datamodule)
 
     images = len(train_set)
@@ -301,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--cases", nargs="+", default=list(CPU_CASES), choices=list(CPU_CASES))
     parser.add_argument(
-        "--variants", nargs="+", default=["default", "no_bar"], choices=list(VARIANTS)
+        "--variants", nargs="+", default=["default", "no_bar", LIGHTNING], choices=list(VARIANTS)
     )
     parser.add_argument("--repeats", type=int, default=3, help="start-up rounds")
     parser.add_argument(

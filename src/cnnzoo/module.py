@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
-from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics import MaxMetric
 
 from cnnzoo.metrics import TopKAccuracy
 from cnnzoo.optim import param_groups
@@ -80,16 +80,13 @@ class ImageClassifier(L.LightningModule):
             # compile in place: the state_dict keeps its keys, so checkpoints stay portable
             self.net.compile()
 
-        def metrics(stage: str) -> MetricCollection:
-            stage_metrics = {"acc": TopKAccuracy(top_k=1)}
-            if num_classes > 5:
-                stage_metrics["acc_top5"] = TopKAccuracy(top_k=5)
-            return MetricCollection(stage_metrics, prefix=f"{stage}/")
-
-        self.train_metrics = metrics("train")
-        self.val_metrics = metrics("val")
-        self.test_metrics = metrics("test")
+        # acc and, past 5 classes, acc_top5: one metric, one update a step
+        top_k = (1, 5) if num_classes > 5 else (1,)
+        self.train_acc = TopKAccuracy(top_k)
+        self.val_acc = TopKAccuracy(top_k)
+        self.test_acc = TopKAccuracy(top_k)
         self.val_acc_best = MaxMetric()
+        self._loss_totals: dict[str, list] = {}
 
     def forward(self, x: Tensor) -> Tensor:
         if self.hparams.channels_last:
@@ -99,7 +96,7 @@ class ImageClassifier(L.LightningModule):
     def _loss(self, logits: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
 
-    def _step(self, batch: Batch, stage: str, metrics: MetricCollection) -> Tensor:
+    def _step(self, batch: Batch, stage: str, metric: TopKAccuracy) -> Tensor:
         x, y = batch
         if stage == "train" and getattr(self.net, "aux1", None) is not None:
             # GoogLeNet's auxiliary classifiers add 0.3 x their losses in training (Szegedy 2015)
@@ -112,43 +109,87 @@ class ImageClassifier(L.LightningModule):
             logits = self(x)
             loss = self._loss(logits, y)
         # MixUp/CutMix give soft targets (N x num_classes): metrics count the dominant class
-        metrics.update(logits, y.argmax(dim=1) if y.ndim > 1 else y)
-        on_step = stage == "train"
-        # validation and test losses are averaged over all DDP processes (once, at epoch end)
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=on_step,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=len(y),
-            sync_dist=not on_step,
-        )
+        metric.update(logits, y.argmax(dim=1) if y.ndim > 1 else y)
+        self._add_loss(stage, loss, len(y))
         return loss
 
+    def _add_loss(self, stage: str, loss: Tensor, batch_size: int) -> None:
+        """Sum the loss for the epoch mean; hand a training step's loss to the loggers when they
+        write.
+
+        ``self.log`` costs ~2 ms a call in Lightning's result collection (a tenth of a LeNet step
+        on CPU, benchmarks/RESULTS.md), so the epoch means (``<stage>/loss``) come from a running
+        sum logged once at epoch end, and a training step's loss (``train/loss_step``) is logged
+        only on the steps the loggers write (every ``trainer.log_every_n_steps``). Not on the
+        progress bar per step: the bar reads its values every batch, a device sync on GPUs.
+        """
+        detached = loss.detach()
+        total = self._loss_totals.get(stage)
+        if total is None:
+            # [sum of loss x batch size, images]; each stage its own (validation runs inside a
+            # training epoch); created here, as a resumed epoch skips on_train_epoch_start
+            total = self._loss_totals[stage] = [torch.zeros((), device=self.device), 0]
+        total[0] += detached * batch_size
+        total[1] += batch_size
+        trainer = self.trainer
+        if stage == "train" and (
+            (self.global_step + 1) % trainer.log_every_n_steps == 0 or trainer.fast_dev_run
+        ):
+            self.log("train/loss_step", detached, on_step=True, on_epoch=False)
+
+    def _reset_loss(self, stage: str) -> None:
+        self._loss_totals.pop(stage, None)
+
+    def _log_epoch_loss(self, stage: str) -> None:
+        if stage not in self._loss_totals:
+            return
+        loss_sum, count = self._loss_totals.pop(stage)
+        # averaged over all DDP processes, once
+        mean = self.trainer.strategy.reduce(loss_sum / count, reduce_op="mean")
+        if stage == "train":
+            # the loggers get it under Lightning's name for an epoch value; callbacks (checkpoint
+            # monitors, the run summary) see `train/loss`, as for the other stages
+            self.log("train/loss_epoch", mean, prog_bar=True)
+            self.log("train/loss", mean, logger=False)
+        else:
+            self.log(f"{stage}/loss", mean, prog_bar=True)
+
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._step(batch, "train", self.train_metrics)
+        return self._step(batch, "train", self.train_acc)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._step(batch, "val", self.val_metrics)
+        self._step(batch, "val", self.val_acc)
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._step(batch, "test", self.test_metrics)
+        self._step(batch, "test", self.test_acc)
 
-    def _log_epoch_metrics(self, metrics: MetricCollection) -> dict[str, Tensor]:
+    def _log_epoch_metrics(self, stage: str, metric: TopKAccuracy) -> dict[str, Tensor]:
         # computed and logged once an epoch: logging the Metric objects from every step makes
         # Lightning move each metric's state per call (benchmarks/RESULTS.md: ~6% of a LeNet
         # step on CPU). compute() already syncs the states across DDP processes.
-        values = metrics.compute()
+        accuracies = metric.compute().reshape(-1)  # torchmetrics squeezes a 1-element result
+        names = ("acc", "acc_top5")[: len(accuracies)]
+        values = {f"{stage}/{name}": value for name, value in zip(names, accuracies, strict=True)}
         self.log_dict(values, prog_bar=True)
-        metrics.reset()
+        metric.reset()
         return values
 
+    def on_train_epoch_start(self) -> None:
+        self._reset_loss("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset_loss("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_loss("test")
+
     def on_train_epoch_end(self) -> None:
-        self._log_epoch_metrics(self.train_metrics)
+        self._log_epoch_loss("train")
+        self._log_epoch_metrics("train", self.train_acc)
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics(self.test_metrics)
+        self._log_epoch_loss("test")
+        self._log_epoch_metrics("test", self.test_acc)
 
     def on_train_start(self) -> None:
         # the sanity check's validation must not count towards the best accuracy
@@ -156,9 +197,10 @@ class ImageClassifier(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
-            self.val_metrics.reset()
+            self.val_acc.reset()
             return
-        self.val_acc_best.update(self._log_epoch_metrics(self.val_metrics)["val/acc"])
+        self._log_epoch_loss("val")
+        self.val_acc_best.update(self._log_epoch_metrics("val", self.val_acc)["val/acc"])
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
 
     def configure_optimizers(self) -> Any:

@@ -1,0 +1,109 @@
+"""What the LightningModule logs, and when: epoch means from running sums, step losses only on
+the steps the loggers write (benchmarks/RESULTS.md: a `self.log` per step costs ~2 ms)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader, TensorDataset
+
+from cnnzoo.module import ImageClassifier
+
+STEPS_PER_EPOCH = 6
+
+
+class StepLosses(L.Callback):
+    """The loss each training step returned, and each validation batch's loss, per epoch."""
+
+    def __init__(self) -> None:
+        self.train: list[list[float]] = []
+        self.val: list[list[float]] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.train.append([])
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any
+    ) -> None:
+        self.train[-1].append(float(outputs["loss"]))
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.val.append([])
+
+    def on_validation_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *a: Any
+    ) -> None:
+        x, y = batch
+        with torch.no_grad():
+            logits = pl_module(x)
+        self.val[-1].append(float(torch.nn.functional.cross_entropy(logits, y)))
+
+
+def _loader(n: int, seed: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 28, 28, generator=generator)
+    y = torch.randint(0, 10, (n,), generator=generator)
+    return DataLoader(TensorDataset(x, y), batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[L.Trainer, StepLosses, Path]:
+    out = tmp_path_factory.mktemp("logging")
+    model = ImageClassifier(
+        net={"_target_": "cnnzoo.models.lenet.LeNet5", "in_channels": 1, "num_classes": 10},
+        num_classes=10,
+        optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.05},
+    )
+    losses = StepLosses()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        log_every_n_steps=4,
+        logger=CSVLogger(out, name="csv"),
+        callbacks=[losses],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    L.seed_everything(0, verbose=False)
+    trainer.fit(model, _loader(8 * STEPS_PER_EPOCH, 1), _loader(20, 2))
+    return trainer, losses, out / "csv" / "version_0" / "metrics.csv"
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_step_losses_reach_the_loggers_on_their_logging_steps(fitted: tuple) -> None:
+    trainer, losses, path = fitted
+    logged = {int(row["step"]): float(row["train/loss_step"]) for row in _rows(path)
+              if row["train/loss_step"]}  # fmt: skip
+    flat = [loss for epoch in losses.train for loss in epoch]
+    # Lightning writes at steps 3, 7, 11 (0-based: every 4th): the loss of exactly that step
+    assert sorted(logged) == [3, 7, 11]
+    assert [logged[step] for step in (3, 7, 11)] == pytest.approx([flat[3], flat[7], flat[11]])
+
+
+def test_epoch_losses_are_the_means_of_the_step_losses(fitted: tuple) -> None:
+    trainer, losses, path = fitted
+    rows = _rows(path)
+    train = [float(row["train/loss_epoch"]) for row in rows if row["train/loss_epoch"]]
+    val = [float(row["val/loss"]) for row in rows if row["val/loss"]]
+    assert train == pytest.approx([sum(e) / len(e) for e in losses.train], rel=1e-5)
+    # 20 validation images: batches of 8, 8 and 4, so the mean is weighted by batch size; the
+    # sanity check's epoch (2 batches) comes first and is not logged
+    weights = [8, 8, 4]
+    expected_val = [
+        sum(w * v for w, v in zip(weights, epoch, strict=True)) / 20 for epoch in losses.val[-2:]
+    ]
+    assert val == pytest.approx(expected_val, rel=1e-5)
+    assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(train[-1])
+    logged = {key for row in rows for key, value in row.items() if value}
+    assert {"train/acc", "train/acc_top5", "val/acc", "val/acc_best"} <= logged
