@@ -127,3 +127,39 @@ def test_nas_spaces_build_valid_networks(name: str) -> None:
         net = instantiate(net_cfg).eval()
         with torch.no_grad():
             assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_a_trial_whose_loss_is_not_finite_fails_before_training_on(tmp_path: Path) -> None:
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from cnnzoo.callbacks import OptunaTrial
+    from cnnzoo.module import ImageClassifier
+
+    model = ImageClassifier(
+        net={"_target_": "cnnzoo.models.lenet.LeNet5", "in_channels": 1, "num_classes": 10},
+        num_classes=10,
+        # one step at this rate sends the weights to inf: the losses after it are nan
+        optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 1e38},
+    )
+    data = TensorDataset(torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,)))
+    epochs = []
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=5,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[
+            OptunaTrial(monitor="val/acc", study_name="s", storage=None, sweep_dir=str(tmp_path)),
+            L.pytorch.callbacks.LambdaCallback(
+                on_train_epoch_start=lambda trainer, _: epochs.append(trainer.current_epoch)
+            ),
+        ],
+    )
+    with pytest.raises(FloatingPointError, match="training loss is nan at epoch 0"):
+        trainer.fit(model, DataLoader(data, batch_size=8))
+    # stopped as epoch 1 started, before it trained a step
+    assert epochs == [0] and trainer.global_step == 4

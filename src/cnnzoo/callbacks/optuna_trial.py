@@ -49,12 +49,19 @@ class OptunaTrial(L.Callback):
         )
         self.trial = optuna.trial.Trial(study, trial_id)
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _check_finite(self, trainer: L.Trainer, when: str) -> None:
         loss = trainer.callback_metrics.get("train/loss_epoch")
         if loss is not None and not math.isfinite(float(loss)):
-            raise FloatingPointError(
-                f"the training loss is {float(loss)} at epoch {trainer.current_epoch}"
-            )
+            raise FloatingPointError(f"the training loss is {float(loss)} {when}")
+
+    # The module logs the epoch's loss in its own on_train_epoch_end, which Lightning calls after
+    # this callback's: the loss is checked before the next epoch trains, and at the end.
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch > 0:
+            self._check_finite(trainer, f"at epoch {trainer.current_epoch - 1}")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check_finite(trainer, "at the end of training")
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.trial is None or trainer.sanity_checking:
