@@ -4,6 +4,8 @@ the steps the loggers write (benchmarks/RESULTS.md: a `self.log` per step costs 
 from __future__ import annotations
 
 import csv
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +109,70 @@ def test_epoch_losses_are_the_means_of_the_step_losses(fitted: tuple) -> None:
     assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(train[-1])
     logged = {key for row in rows for key, value in row.items() if value}
     assert {"train/acc", "train/acc_top5", "val/acc", "val/acc_best"} <= logged
+
+
+class HostReads(L.Callback):
+    """Counts, per training step, the tensor reads to the host (``.item()``, ``float(t)``,
+    ``bool(t)``, ...) made outside torch itself: on a GPU each one waits for the device."""
+
+    counts: list[int] = []  # noqa: RUF012 (one instance per test run, read by the test)
+
+    def __init__(self) -> None:
+        self._total = 0
+        self._at_start: int | None = None
+
+    def count(self) -> None:
+        caller = sys._getframe(2).f_code.co_filename
+        if f"{os.sep}torch{os.sep}" not in caller:  # Adam reads its CPU step counters itself
+            self._total += 1
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if self._at_start is not None:
+            HostReads.counts.append(self._total - self._at_start)
+        self._at_start = self._total
+
+
+@pytest.mark.parametrize("bar", ["rich", "tqdm"])
+def test_a_default_training_step_reads_nothing_back_from_the_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bar: str
+) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from cnnzoo.config import CONFIG_DIR
+    from cnnzoo.train import train
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                f"paths.output_dir={tmp_path}",
+                "trainer.max_epochs=1",
+                "+trainer.limit_train_batches=12",
+                "+trainer.limit_val_batches=2",
+                "test=false",
+                "+callbacks.host_reads._target_=test_module_logging.HostReads",
+                *(["callbacks.rich_progress_bar=null"] if bar == "tqdm" else []),
+            ],
+        )
+    HostReads.counts = []
+    counter: list[HostReads] = []
+    original_init = HostReads.__init__
+
+    def init(self: HostReads) -> None:
+        original_init(self)
+        counter.append(self)
+
+    monkeypatch.setattr(HostReads, "__init__", init)
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        read = getattr(torch.Tensor, name)
+
+        def counted(tensor: torch.Tensor, *args: Any, _read: Any = read) -> Any:
+            for callback in counter:
+                callback.count()
+            return _read(tensor, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    train(cfg)
+    # steps 1..10 (the first step's set-up excluded); the loggers write at step 49, not here
+    assert len(HostReads.counts) == 11
+    assert HostReads.counts[1:] == [0] * 10
