@@ -39,11 +39,12 @@ class Throughput(L.Callback):
         batch_idx: int,
     ) -> None:
         self._images += len(batch[0])
+        if batch_idx == trainer.num_training_batches - 1 and pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)  # the epoch's queued work counts too
         self._end = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
             peak = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
             pl_module.log("train/gpu_mem_gb", peak, reduce_fx="max", sync_dist=True)
         seconds = self._end - self._start
