@@ -98,14 +98,27 @@ class BareLightning(L.LightningModule):
     optimization, hooks, fetching); what cnnzoo loses beyond it is cnnzoo's.
     """
 
-    def __init__(self, net: torch.nn.Module, lr: float, total_steps: int) -> None:
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        lr: float,
+        total_steps: int,
+        *,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
         super().__init__()
-        self.net = net
+        self.channels_last = channels_last
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        if compile:
+            self.net.compile()
         self.lr = lr
         self.total_steps = total_steps
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
         x, y = batch
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return torch.nn.functional.cross_entropy(self.net(x), y)
 
     def configure_optimizers(self) -> Any:
@@ -174,7 +187,13 @@ def measure_overhead(
         L.seed_everything(cfg.seed, verbose=False)
         datamodule = instantiate(cfg.data)
         if variant is VARIANTS[LIGHTNING]:
-            model = BareLightning(instantiate(cfg.model.net), cfg.model.optimizer.lr, steps)
+            model = BareLightning(
+                instantiate(cfg.model.net),
+                cfg.model.optimizer.lr,
+                steps,
+                channels_last=cfg.model.channels_last,
+                compile=cfg.model.compile,
+            )
             trainer = L.Trainer(
                 accelerator=cfg.trainer.accelerator,
                 devices=1,
