@@ -27,10 +27,10 @@ test-all: install
 	$(BIN)/pytest -q -m ""
 
 lint: install
-	$(BIN)/ruff check src tests train.py eval.py
+	$(BIN)/ruff check src tests benchmarks scripts train.py eval.py predict.py export.py
 
 format: install
-	$(BIN)/ruff format src tests train.py eval.py
+	$(BIN)/ruff format src tests benchmarks scripts train.py eval.py predict.py export.py
 
 clean:
 	rm -rf logs/train logs/eval logs/debug .pytest_cache
