@@ -86,7 +86,8 @@ def test_failed_and_pruned_trials_are_recorded_and_the_study_goes_on(tmp_path: P
         assert trial.state.name == expected, trial
     assert {t.state.name for t in done} == {"FAIL", "PRUNED"}
     pruned = next(t for t in done if t.state.name == "PRUNED")
-    assert pruned.intermediate_values  # the job reported its val/acc before being stopped
+    # the job reported its first epoch's val/acc (at that epoch: not one epoch late) and stopped
+    assert list(pruned.intermediate_values) == [0]
     record = json.loads((sweep / str(pruned.number) / "summary.json").read_text())
     assert record["status"] == "pruned"
     assert not (sweep / "experiment").exists()  # no trial completed: no best config

@@ -63,7 +63,9 @@ class OptunaTrial(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._check_finite(trainer, "at the end of training")
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    # on_validation_end, not on_validation_epoch_end: Lightning calls the module's epoch-end hook,
+    # which logs the epoch's metrics, after the callbacks' one
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.trial is None or trainer.sanity_checking:
             return
         import optuna
