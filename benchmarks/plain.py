@@ -27,7 +27,15 @@ from torch import Tensor, nn  # noqa: E402
 from cnnzoo.config import CONFIG_DIR  # noqa: E402
 from cnnzoo.optim import warmup_cosine  # noqa: E402
 
-__all__ = ["PlainLoop"]
+__all__ = ["PlainLoop", "adam_cosine"]
+
+
+def adam_cosine(
+    net: nn.Module, lr: float, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The yardsticks' optimizer: Adam and the warm-up cosine schedule, stepped per batch."""
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    return optimizer, warmup_cosine(optimizer, total_steps=total_steps)
 
 
 class PlainLoop:
@@ -65,8 +73,7 @@ class PlainLoop:
         self.batch_size = batch_size
         self.channels_last = channels_last
         self.bf16 = precision == "bf16-mixed"
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
-        self.scheduler = warmup_cosine(self.optimizer, total_steps=total_steps)
+        self.optimizer, self.scheduler = adam_cosine(self.net, lr, total_steps)
         self._order = torch.empty(0, dtype=torch.long)
         self._next = len(self.labels)
 

@@ -34,10 +34,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from benchmarks.plain import PlainLoop
+from benchmarks.plain import PlainLoop, adam_cosine
 from benchmarks.timing import InterleavedTimer
 from cnnzoo.config import CONFIG_DIR
-from cnnzoo.optim import warmup_cosine
 from cnnzoo.utils.instantiate import instantiate_callbacks, instantiate_loggers
 
 __all__ = ["BareLightning", "Case", "compose_train", "measure_overhead", "main"]
@@ -61,6 +60,8 @@ class Variant:
 
     name: str
     overrides: tuple[str, ...] = ()
+    # not cnnzoo at all: Lightning's own loop with nothing of cnnzoo's (see BareLightning)
+    bare: bool = False
 
 
 CPU_CASES = {
@@ -77,7 +78,6 @@ CPU_CASES = {
         3,
     ),
 }
-# not a cnnzoo configuration: Lightning's own loop with nothing of cnnzoo's (see BareLightning)
 LIGHTNING = "lightning"
 VARIANTS = {
     "default": Variant("default callbacks (rich bar)"),
@@ -86,7 +86,7 @@ VARIANTS = {
         "no progress bar",
         ("callbacks.rich_progress_bar=null", "+trainer.enable_progress_bar=false"),
     ),
-    LIGHTNING: Variant("bare Lightning loop: no callbacks, logging or metrics"),
+    LIGHTNING: Variant("bare Lightning loop: no callbacks, logging or metrics", bare=True),
 }
 
 
@@ -122,8 +122,7 @@ class BareLightning(L.LightningModule):
         return torch.nn.functional.cross_entropy(self.net(x), y)
 
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr)
-        scheduler = warmup_cosine(optimizer, total_steps=self.total_steps)
+        optimizer, scheduler = adam_cosine(self.net, self.lr, self.total_steps)
         schedule = {"scheduler": scheduler, "interval": "step"}
         return {"optimizer": optimizer, "lr_scheduler": schedule}
 
@@ -186,7 +185,7 @@ def measure_overhead(
 
         L.seed_everything(cfg.seed, verbose=False)
         datamodule = instantiate(cfg.data)
-        if variant is VARIANTS[LIGHTNING]:
+        if variant.bare:
             model = BareLightning(
                 instantiate(cfg.model.net),
                 cfg.model.optimizer.lr,
