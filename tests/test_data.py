@@ -10,7 +10,7 @@ from urllib.error import URLError
 
 import pytest
 import torch
-from datasets import (
+from dataset_files import (
     write_cifar10,
     write_cifar100,
     write_fashion_mnist,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from datasets import write_cifar10
+from dataset_files import write_cifar10
 from hydra import compose, initialize_config_dir
 
 from cnnzoo.config import CONFIG_DIR

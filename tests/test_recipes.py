@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from datasets import write_cifar10, write_cifar100, write_imagefolder, write_mnist
+from dataset_files import write_cifar10, write_cifar100, write_imagefolder, write_mnist
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch import nn
