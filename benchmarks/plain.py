@@ -15,6 +15,7 @@ _START = time.time()
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
+from importlib.resources import files  # noqa: E402
 
 import hydra  # noqa: E402, F401  (the floor counts the same imports a cnnzoo run needs)
 import lightning  # noqa: E402, F401
@@ -24,7 +25,7 @@ import torchvision  # noqa: E402, F401
 from omegaconf import OmegaConf  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from cnnzoo.config import CONFIG_DIR  # noqa: E402
+from cnnzoo.config import CONFIG_MODULE  # noqa: E402
 from cnnzoo.optim import warmup_cosine  # noqa: E402
 
 __all__ = ["PlainLoop", "adam_cosine"]
@@ -127,7 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=10)
     # the default run's batch size, as `python train.py` composes it
-    batch_size = OmegaConf.load(CONFIG_DIR / "data" / "mnist_sample.yaml").batch_size
+    batch_size = OmegaConf.load(files(CONFIG_MODULE) / "data" / "mnist_sample.yaml").batch_size
     parser.add_argument("--batch-size", type=int, default=batch_size)
     args = parser.parse_args()
     imported = time.time()

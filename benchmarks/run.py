@@ -30,13 +30,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from benchmarks.plain import PlainLoop, adam_cosine
 from benchmarks.timing import InterleavedTimer
-from cnnzoo.config import CONFIG_DIR
+from cnnzoo.config import CONFIG_MODULE
 from cnnzoo.utils.instantiate import instantiate_callbacks, instantiate_loggers
 
 __all__ = ["BareLightning", "Case", "compose_train", "measure_overhead", "main"]
@@ -129,7 +129,7 @@ class BareLightning(L.LightningModule):
 
 def compose_train(overrides: Sequence[str]) -> DictConfig:
     """``configs/train.yaml`` composed as ``python train.py <overrides>`` would compose it."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides))
 
 

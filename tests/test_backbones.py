@@ -11,16 +11,16 @@ import pytest
 import timm
 import torch
 from cli import QUIET, run
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from torch import nn
 
-from cnnzoo.config import CONFIG_DIR
+from cnnzoo.config import CONFIG_MODULE
 from cnnzoo.models.backbones import timm_backbone, torchvision_backbone
 
 
 def _net_from_config(*overrides: str) -> nn.Module:
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         cfg = compose(config_name="train", overrides=list(overrides))
     return instantiate(cfg.model.net).eval()
 

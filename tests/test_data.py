@@ -19,10 +19,10 @@ from dataset_files import (
     write_mnist,
     write_svhn,
 )
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from cnnzoo.config import CONFIG_DIR
+from cnnzoo.config import CONFIG_MODULE
 from cnnzoo.data import (
     CIFAR10DataModule,
     CIFAR100DataModule,
@@ -47,7 +47,7 @@ DATASETS = {
 
 
 def _config(tmp_path: Path, data: str, *overrides: str) -> DictConfig:
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         return compose(
             "train",
             overrides=[

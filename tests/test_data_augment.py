@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from dataset_files import write_cifar10
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 
-from cnnzoo.config import CONFIG_DIR
+from cnnzoo.config import CONFIG_MODULE
 from cnnzoo.data import CIFAR10DataModule, TensorImageDataset
 from cnnzoo.data.augment import random_crop, random_erasing, random_hflip
 from cnnzoo.train import train
@@ -62,7 +62,7 @@ def test_batched_and_per_sample_paths_give_the_same_batch_statistics(tmp_path: P
 
 
 def _train(tmp_path: Path, *overrides: str) -> dict:
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         cfg = compose(
             "train",
             overrides=[

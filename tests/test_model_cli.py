@@ -7,7 +7,7 @@ import torch
 
 from cnnzoo.models import create_model, get_spec, model_names
 from cnnzoo.models.__main__ import main
-from cnnzoo.models.stats import count_flops, count_parameters, layer_table, paper_link
+from cnnzoo.models.stats import count_flops, count_parameters, layer_table
 
 
 def test_flops_count_multiply_adds_twice() -> None:
@@ -37,7 +37,7 @@ def test_list_shows_every_model_with_params_flops_and_paper(
 
 
 def test_every_registered_paper_has_a_link() -> None:
-    assert all(paper_link(get_spec(name).paper) for name in model_names())
+    assert all(get_spec(name).paper_url for name in model_names())
 
 
 def test_show_prints_output_shapes_and_params(capsys: pytest.CaptureFixture) -> None:
@@ -48,7 +48,7 @@ def test_show_prints_output_shapes_and_params(capsys: pytest.CaptureFixture) -> 
 
 
 def test_layer_table_rows_add_up_to_the_model() -> None:
-    model = create_model("lenet", in_channels=1, num_classes=10, stem="small")
+    model = create_model("lenet", in_channels=1, num_classes=10)
     rows = layer_table(model, (1, 28, 28), max_depth=1)
     assert sum(row.parameters for row in rows) == count_parameters(model)
     assert rows[-1].output_shape == (1, 10)

@@ -1,26 +1,27 @@
 """Every registered network, and every model config, behaves the same way.
 
-- each net maps a 1x28x28 or a 3x32x32 batch to finite ``N x num_classes`` logits (with the stem
-  ``stem_for`` picks for that size) and fits a fixed batch: a few Adam steps lower its loss;
-- each ``configs/model/<name>.yaml`` names a registered model and mirrors its registry row, and
-  composes and instantiates through Hydra;
+- each net, built for a 1x28x28 or a 3x32x32 batch as training builds it (the stem ``stem_for``
+  picks for that size), maps it to finite ``N x num_classes`` logits and fits it: a few Adam
+  steps lower its loss;
+- every registered net has a config ``model/<name>``, every such config names a registered net
+  (the variant's numbers live in the registry only), and composes and instantiates through Hydra;
+  a constructor argument stays overridable from the command line;
 - the registry refuses a taken name and lists the valid ones for an unknown name.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
-from cnnzoo.config import CONFIG_DIR, stem_for
+from cnnzoo.config import CONFIG_MODULE, config_options
 from cnnzoo.models import create_model, get_spec, model_names, register
+from cnnzoo.models.stats import count_parameters
 
 SMALL_MNIST = (1, 28, 28)
 SMALL_CIFAR = (3, 32, 32)
@@ -39,8 +40,7 @@ SLOW_EVERYWHERE = {
     "convnext_base", "convnext_small", "preact_resnet1001", "resnet101", "resnet152",
     "wide_resnet50_2", "wrn28_10",
 }  # fmt: skip
-CONFIG_ONLY_KEYS = {"in_channels", "num_classes", "stem"}
-LIBRARY_CONFIGS = {"_base", "timm", "torchvision"}
+LIBRARY_CONFIGS = {"timm", "torchvision"}
 
 
 def _cases() -> list:
@@ -63,9 +63,7 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def test_every_model_gives_finite_logits_and_fits_a_batch(
     name: str, shape: tuple[int, int, int]
 ) -> None:
-    model = create_model(
-        name, in_channels=shape[0], num_classes=NUM_CLASSES, stem=stem_for(shape[1])
-    )
+    model = get_spec(name).build_for(shape, NUM_CLASSES)
     x = torch.randn(BATCH, *shape)
     y = torch.arange(BATCH) % NUM_CLASSES
 
@@ -83,43 +81,40 @@ def test_every_model_gives_finite_logits_and_fits_a_batch(
     assert after < before
 
 
-def _model_configs() -> list[Path]:
-    paths = sorted((CONFIG_DIR / "model").glob("*.yaml"))
-    return [path for path in paths if path.stem not in LIBRARY_CONFIGS]
+def _compose(*overrides: str) -> DictConfig:
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
 
 
-def _plain(value: object) -> object:
-    return list(value) if isinstance(value, tuple) else value
+def _zoo_configs() -> list[str]:
+    return [name for name in config_options("model") if name not in LIBRARY_CONFIGS]
 
 
-def test_every_registered_model_has_a_config() -> None:
-    assert sorted(path.stem for path in _model_configs()) == model_names()
+def test_every_registered_net_has_a_config_and_every_config_names_one() -> None:
+    assert _zoo_configs() == model_names()
+    for name in _zoo_configs():
+        net = _compose(f"model={name}").model.net
+        assert net._target_ == "cnnzoo.models.create_model"
+        assert net.name == name
 
 
-@pytest.mark.parametrize("path", _model_configs(), ids=lambda path: path.stem)
-def test_model_config_mirrors_its_registry_row(path: Path) -> None:
-    spec = get_spec(path.stem)
-    net = OmegaConf.to_container(OmegaConf.load(path).net, resolve=False)
-    assert net.pop("_target_") == spec.target
-
-    def comparable(row: dict) -> dict:
-        return {
-            key: _plain(value)
-            for key, value in row.items()
-            if key not in CONFIG_ONLY_KEYS and not (isinstance(value, str) and "${" in value)
-        }
-
-    assert comparable(net) == comparable(spec.kwargs)
-
-
-@pytest.mark.parametrize("path", _model_configs(), ids=lambda path: path.stem)
-def test_model_config_composes_and_instantiates(path: Path) -> None:
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = compose(config_name="train", overrides=[f"model={path.stem}"])
+@pytest.mark.parametrize("name", _zoo_configs())
+def test_model_config_composes_and_instantiates(name: str) -> None:
+    cfg = _compose(f"model={name}")
     # the meta device checks the constructor takes the config without spending time on weights
     with torch.device("meta"):
         net = instantiate(cfg.model.net)
     assert isinstance(net, nn.Module)
+    assert count_parameters(net) == count_parameters(get_spec(name).build_for((1, 28, 28), 10))
+
+
+def test_a_constructor_argument_is_overridable_from_the_command_line() -> None:
+    cfg = _compose("model=resnet18", "+model.net.layers=[3,4,6,3]")
+    with torch.device("meta"):
+        net = instantiate(cfg.model.net)
+    with torch.device("meta"):
+        resnet34 = create_model("resnet34", in_channels=1, num_classes=10, stem="small")
+    assert count_parameters(net) == count_parameters(resnet34)
 
 
 def test_registry_refuses_a_taken_name() -> None:

@@ -42,16 +42,6 @@ def test_lenet_activation_is_a_choice(activation: str) -> None:
     assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
 
-def test_lenet_and_mlp_accept_either_stem_and_reject_others() -> None:
-    for stem in ("small", "imagenet"):
-        assert LeNet5(stem=stem)(torch.randn(1, 1, 28, 28)).shape == (1, 10)
-        assert MLP(stem=stem)(torch.randn(1, 1, 28, 28)).shape == (1, 10)
-    with pytest.raises(ValueError, match="stem"):
-        LeNet5(stem="cifar")
-    with pytest.raises(ValueError, match="activation"):
-        LeNet5(activation="gelu")
-
-
 def test_mlp_is_the_papers_784_300_100_baseline() -> None:
     net = create_model("mlp", in_channels=1, num_classes=10)
     widths = [layer.out_features for layer in net.modules() if isinstance(layer, torch.nn.Linear)]

@@ -1,18 +1,15 @@
 """Pre-activation ResNet (He et al. 2016b) and Wide ResNet (Zagoruyko & Komodakis 2016)."""
 
-from pathlib import Path
-
 import pytest
 import torch
+from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
+from cnnzoo.config import CONFIG_MODULE
 from cnnzoo.models.preact_resnet import PreActBlock, PreActBottleneck, PreActResNet, wide_resnet
-from cnnzoo.models.registry import create_model, get_spec
+from cnnzoo.models.registry import create_model
 
 NAMES = ["preact_resnet18", "preact_resnet164", "preact_resnet1001", "wrn28_10"]
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "model"
-DATA_KEYS = {"in_channels", "num_classes", "stem"}  # filled by resolvers from the datamodule
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -114,21 +111,12 @@ def test_features_end_with_the_final_bn_relu_and_head_splits_the_forward() -> No
     torch.testing.assert_close(model.forward_head(features), model(x))
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_config_mirrors_registry_row(name: str) -> None:
-    spec = get_spec(name)
-    net = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / f"{name}.yaml").net)
-    assert net.pop("_target_") == spec.target
-    assert DATA_KEYS <= set(net)
-    expected = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.kwargs.items()}
-    assert {k: v for k, v in net.items() if k not in DATA_KEYS} == expected
-
-
 def test_wrn_config_builds_any_depth_and_width_from_overrides() -> None:
-    cfg = OmegaConf.load(CONFIG_DIR / "wrn28_10.yaml")
-    data = {"in_channels": 3, "num_classes": 10, "stem": "small"}  # what the resolvers give
-    overrides = OmegaConf.from_dotlist(["net.depth=16", "net.widen_factor=8"])
-    net_cfg = OmegaConf.merge(cfg, {"net": data}, overrides).net
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        cfg = compose(
+            "train",
+            ["model=wrn28_10", "data=cifar10", "+model.net.depth=16", "+model.net.widen_factor=8"],
+        )
     with torch.device("meta"):
-        model = instantiate(net_cfg)
+        model = instantiate(cfg.model.net)
     assert n_params(model) == pytest.approx(11.0e6, rel=0.02)  # WRN-16-8 in the WRN paper

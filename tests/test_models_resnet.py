@@ -1,18 +1,13 @@
 """ResNet (He et al. 2016): torchvision equivalence, the paper's CIFAR counts, family behaviour."""
 
-from pathlib import Path
-
 import pytest
 import torch
 import torchvision
-from omegaconf import OmegaConf
 
-from cnnzoo.models.registry import create_model, get_spec
+from cnnzoo.models.registry import create_model
 from cnnzoo.models.resnet import CIFAR_RESNETS, IMAGENET_RESNETS, ResNet, ZeroPadShortcut
 
 TORCHVISION_NAMES = [*IMAGENET_RESNETS, "wide_resnet50_2"]
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "model"
-DATA_KEYS = {"in_channels", "num_classes", "stem"}  # filled by resolvers from the datamodule
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -143,15 +138,3 @@ def test_zero_init_residual_zeroes_only_the_last_bn_of_each_branch(
 def test_bad_arguments_raise_value_error(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         ResNet(**{"block": "basic", "layers": (2, 2, 2, 2), **kwargs})
-
-
-@pytest.mark.parametrize("name", [*TORCHVISION_NAMES, *CIFAR_RESNETS])
-def test_config_mirrors_registry_row(name: str) -> None:
-    spec = get_spec(name)
-    net = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / f"{name}.yaml").net)
-    assert net.pop("_target_") == spec.target
-    assert DATA_KEYS <= set(net)
-    expected = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.kwargs.items()}
-    assert {k: v for k, v in net.items() if k not in DATA_KEYS} == {
-        k: v for k, v in expected.items() if k not in DATA_KEYS
-    }

@@ -134,12 +134,12 @@ class HostReads(L.Callback):
 def test_a_default_training_step_reads_nothing_back_from_the_device(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bar: str
 ) -> None:
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
 
-    from cnnzoo.config import CONFIG_DIR
+    from cnnzoo.config import CONFIG_MODULE
     from cnnzoo.train import train
 
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         cfg = compose(
             "train",
             overrides=[

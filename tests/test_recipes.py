@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 from dataset_files import write_cifar10, write_cifar100, write_imagefolder, write_mnist
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from torch import nn
 
-from cnnzoo.config import CONFIG_DIR
+from cnnzoo.config import CONFIG_MODULE, config_options
 from cnnzoo.optim import param_groups, warmup_cosine, warmup_multistep
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+EXPERIMENTS = config_options("experiment")
 
 
 def lrs(scheduler: torch.optim.lr_scheduler.LRScheduler, steps: int) -> list[float]:
@@ -65,7 +65,7 @@ def test_norm_and_bias_parameters_can_be_kept_out_of_weight_decay() -> None:
 
 
 def compose_train(*overrides: str):
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         return compose("train", overrides=[*overrides, "paths.output_dir=/tmp/unused"])
 
 

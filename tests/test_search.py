@@ -106,13 +106,13 @@ def test_oversize_networks_are_rejected_before_training(tmp_path: Path) -> None:
 def test_nas_spaces_build_valid_networks(name: str) -> None:
     """Every corner of each architecture space builds a network that classifies a batch."""
     import torch
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from cnnzoo.config import CONFIG_DIR
+    from cnnzoo.config import CONFIG_MODULE
 
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         cfg = compose("train", overrides=[f"hparams_search={name}"], return_hydra_config=True)
     space = OmegaConf.to_container(cfg.hydra.sweeper.params)
     for corner in ("low", "high"):

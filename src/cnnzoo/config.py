@@ -11,25 +11,40 @@
 from __future__ import annotations
 
 import json
-import os
 from functools import lru_cache
-from pathlib import Path
+from importlib.resources import files
 from typing import Any
 
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["CONFIG_DIR", "SMALL_STEM_MAX_SIZE", "register_resolvers", "stem_for"]
+from cnnzoo.models.common import stem_for
 
-CONFIG_DIR = Path(
-    os.environ.get("CNNZOO_CONFIG_DIR", Path(__file__).resolve().parents[2] / "configs")
-)
-SMALL_STEM_MAX_SIZE = 64
+__all__ = [
+    "CONFIG_MODULE",
+    "CONFIG_PATH",
+    "config_options",
+    "register_resolvers",
+]
+
+# The configs ship inside the package (configs/ in the checkout): Hydra reads them through
+# importlib, so an installed wheel finds them wherever it runs. A user's own config dir is added
+# on top with `--config-dir <dir>` or `hydra.searchpath=[file://<dir>]`.
+CONFIG_MODULE = "cnnzoo.configs"
+CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
 DATAMODULE_FIELDS = ("num_classes", "in_channels", "image_size", "mean", "std", "class_names")
 
 
-def stem_for(image_size: int) -> str:
-    return "small" if int(image_size) <= SMALL_STEM_MAX_SIZE else "imagenet"
+def config_options(group: str) -> list[str]:
+    """The options cnnzoo ships for a config group (``"model"`` -> ``["alexnet", ...]``)."""
+    folder = files(CONFIG_MODULE)
+    for part in group.split("/"):
+        folder = folder / part
+    return sorted(
+        entry.name.removesuffix(".yaml")
+        for entry in folder.iterdir()
+        if entry.is_file() and entry.name.endswith(".yaml")
+    )
 
 
 @lru_cache(maxsize=16)

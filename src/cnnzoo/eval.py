@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnzoo.callbacks.test_report import TestReport
-from cnnzoo.config import CONFIG_DIR
+from cnnzoo.config import CONFIG_PATH
 from cnnzoo.errors import UserError
 from cnnzoo.module import ImageClassifier
 from cnnzoo.utils.instantiate import instantiate_loggers
@@ -85,7 +85,7 @@ def _read_per_class(path: Path) -> list[dict[str, Any]]:
         ]
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 def main(cfg: DictConfig) -> None:
     record = evaluate(cfg)
     write_job_summary(HydraConfig.get().runtime.output_dir, record)

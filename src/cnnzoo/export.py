@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from cnnzoo.config import CONFIG_DIR
+from cnnzoo.config import CONFIG_PATH
 from cnnzoo.errors import UserError
 from cnnzoo.predict import load_for_inference
 
@@ -115,7 +115,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     return record
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="export")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="export")
 def main(cfg: DictConfig) -> None:
     export(cfg)
 

@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor
 
-from cnnzoo.config import CONFIG_DIR
+from cnnzoo.config import CONFIG_PATH
 from cnnzoo.errors import UserError
 from cnnzoo.eval import data_from_run
 from cnnzoo.module import ImageClassifier
@@ -152,7 +152,7 @@ def _print_table(results: list[dict[str, Any]]) -> None:
         print(f"{result['path']}: {guesses}")
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")
 def _main(cfg: DictConfig) -> None:
     results = predict(cfg)
     if cfg.get("output"):

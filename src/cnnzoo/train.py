@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from cnnzoo.config import CONFIG_DIR
+from cnnzoo.config import CONFIG_PATH
 from cnnzoo.utils.distributed import distributed_job, use_hydra_job_command
 from cnnzoo.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from cnnzoo.utils.records import write_job_summary, write_sweep_summary
@@ -106,7 +106,7 @@ def _run(cfg: DictConfig) -> float | None:
     return record["metrics"].get(metric) if metric else None
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "highest"))
     # DDP ranks 1.. re-run this job (not the sweep) in the job's directory

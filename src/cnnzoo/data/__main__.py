@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
 from hydra.utils import instantiate
 from torch import Tensor
 
-from cnnzoo.config import CONFIG_DIR
+from cnnzoo.config import CONFIG_MODULE
 from cnnzoo.data.base import ImageDataModule
 from cnnzoo.errors import UserError
 
@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     show.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
             cfg = compose("train", overrides=list(args.overrides))
         datamodule = instantiate(cfg.data)
         images, labels = augmented_batch(datamodule, args.n, seed=args.seed)

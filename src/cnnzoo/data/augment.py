@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms import v2
 
-from cnnzoo.errors import UserError
+from cnnzoo.errors import UserError, check_choice
 
 __all__ = [
     "AUGMENT_PRESETS",
@@ -26,7 +26,6 @@ __all__ = [
     "BatchAugment",
     "BatchMix",
     "auto_augment_policy",
-    "check_choice",
     "per_sample_transforms",
 ]
 
@@ -35,12 +34,6 @@ AUTO_AUGMENT_POLICIES = ("randaugment", "trivialaugment", "autoaugment")
 # RandomErasing's defaults (Zhong et al., 2017): erase 2-33% of the image, aspect ratio 0.3-3.3
 ERASE_SCALE = (0.02, 0.33)
 ERASE_RATIO = (0.3, 3.3)
-
-
-def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise UserError(f"{name}={value!r} is not an option; choose one of: {', '.join(choices)}")
-    return value
 
 
 def auto_augment_policy(name: str) -> v2.Transform:

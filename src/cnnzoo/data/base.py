@@ -16,10 +16,9 @@ from cnnzoo.data.augment import (
     AUTO_AUGMENT_POLICIES,
     BatchAugment,
     BatchMix,
-    check_choice,
     per_sample_transforms,
 )
-from cnnzoo.errors import UserError
+from cnnzoo.errors import UserError, check_choice
 
 __all__ = [
     "ImageDataModule",

@@ -23,9 +23,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from cnnzoo.data.augment import check_choice
 from cnnzoo.data.base import ImageDataModule, stratified_split
-from cnnzoo.errors import UserError
+from cnnzoo.errors import UserError, check_choice
 
 __all__ = ["ImageFolderDataModule"]
 

@@ -12,22 +12,16 @@ Counting builds the nets on PyTorch's meta device, so no memory or compute is sp
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from cnnzoo.config import stem_for
+from cnnzoo.models.common import stem_for
 from cnnzoo.models.registry import get_spec, model_names, specs
-from cnnzoo.models.stats import (
-    count_flops,
-    count_parameters,
-    format_count,
-    layer_table,
-    paper_link,
-    parse_input,
-)
+from cnnzoo.models.stats import count_flops, count_parameters, format_count, layer_table
 
 USAGE_ERROR = 2
 
@@ -37,9 +31,16 @@ def _classes(shape: tuple[int, int, int], classes: int | None) -> int:
 
 
 def _build(name: str, shape: tuple[int, int, int], classes: int | None) -> nn.Module:
-    return get_spec(name).build(
-        in_channels=shape[0], num_classes=_classes(shape, classes), stem=stem_for(shape[1])
-    )
+    return get_spec(name).build_for(shape, _classes(shape, classes))
+
+
+def parse_input(text: str) -> tuple[int, int, int]:
+    """``'3x32x32' -> (3, 32, 32)``."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*[xX,]\s*(\d+)\s*", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"input shape {text!r}: expected CxHxW, e.g. 3x32x32")
+    channels, height, width = (int(group) for group in match.groups())
+    return channels, height, width
 
 
 def _shape_label(shape: tuple[int, int, int], classes: int | None) -> str:
@@ -77,7 +78,7 @@ def list_models(shapes: list[tuple[int, int, int]], classes: int | None, *, mark
             with torch.device("meta"):
                 model = _build(spec.name, shape, classes)
             row += [format_count(count_parameters(model)), format_count(count_flops(model, shape))]
-        link = paper_link(spec.paper)
+        link = spec.paper_url
         citation = spec.paper.split(",")[0]
         row.append(f"[{citation}]({link})" if markdown and link else f"{citation} {link}")
         rows.append(row)

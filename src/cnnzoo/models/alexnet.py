@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from cnnzoo.models.common import STEMS, check_choice
+from cnnzoo.errors import check_choice
+from cnnzoo.models.common import STEMS
 from cnnzoo.models.registry import register
 
 __all__ = ["AlexNet"]

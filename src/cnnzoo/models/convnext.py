@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
-from cnnzoo.models.common import STEMS, check_choice
+from cnnzoo.errors import check_choice
+from cnnzoo.models.common import STEMS
 from cnnzoo.models.registry import register
 
 __all__ = ["LayerNorm2d", "Block", "Downsample", "ConvNeXt", "from_torchvision_state_dict"]

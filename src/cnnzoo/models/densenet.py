@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cnnzoo.models.common import STEMS, check_choice
+from cnnzoo.errors import check_choice
+from cnnzoo.models.common import STEMS
 from cnnzoo.models.registry import register
 
 __all__ = ["DenseLayer", "DenseBlock", "Transition", "DenseNet"]

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cnnzoo.models.common import STEMS, check_choice
+from cnnzoo.errors import check_choice
+from cnnzoo.models.common import STEMS
 from cnnzoo.models.registry import register
 
 __all__ = ["INCEPTION_V1", "BasicConv2d", "GoogLeNet", "Inception", "InceptionAux", "InceptionSpec"]

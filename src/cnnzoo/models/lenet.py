@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from cnnzoo.models.common import STEMS, check_choice
+from cnnzoo.errors import check_choice
 from cnnzoo.models.registry import register
 
 __all__ = ["ACTIVATIONS", "LeNet5", "MLP"]
@@ -24,9 +24,6 @@ PAPER = (
 )
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
-
-# Neither network has a stem to choose: ``stem`` is accepted (and checked) only so that every
-# zoo network takes the same arguments; both values build the same layers.
 
 
 class LeNet5(nn.Module):
@@ -48,11 +45,9 @@ class LeNet5(nn.Module):
         *,
         in_channels: int = 1,
         num_classes: int = 10,
-        stem: str = "small",
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        check_choice("stem", stem, STEMS)
         check_choice("activation", activation, tuple(ACTIVATIONS))
         act = ACTIVATIONS[activation]
         self.num_features = 16
@@ -108,10 +103,8 @@ class MLP(nn.Module):
         num_classes: int = 10,
         image_size: int = 28,
         hidden_sizes: Sequence[int] = (300, 100),
-        stem: str = "small",
     ) -> None:
         super().__init__()
-        check_choice("stem", stem, STEMS)
         if image_size < 1 or not hidden_sizes or min(hidden_sizes) < 1:
             raise ValueError(
                 f"MLP needs image_size >= 1 and at least one hidden layer of width >= 1, "

@@ -3,11 +3,15 @@ arguments, so a variant is data (``resnet34 = ResNet(block="basic", layers=(3, 4
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import inspect
+import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
+
+from cnnzoo.models.common import stem_for
 
 __all__ = ["ModelSpec", "register", "get_spec", "create_model", "model_names", "specs"]
 
@@ -26,8 +30,38 @@ class ModelSpec:
         """The dotted path of the builder, as a Hydra ``_target_``."""
         return f"{self.builder.__module__}.{self.builder.__qualname__}"
 
+    @property
+    def paper_url(self) -> str:
+        """The paper's address: a known non-arXiv venue, else its arXiv id."""
+        for citation, url in _PUBLISHED.items():
+            if self.paper.startswith(citation):
+                return url
+        match = re.search(r"arXiv:(\d{4}\.\d{4,5})", self.paper)
+        return f"https://arxiv.org/abs/{match.group(1)}" if match else ""
+
+    def accepts(self, argument: str) -> bool:
+        return argument in inspect.signature(self.builder).parameters
+
     def build(self, **overrides: Any) -> nn.Module:
         return self.builder(**{**self.kwargs, **overrides})
+
+    def build_for(self, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+        """The net as training builds it for ``C x H x W`` images: the stem ``stem_for`` picks
+        for that size, and the image size for the nets that take one (the MLP)."""
+        channels, size = int(input_shape[0]), int(input_shape[-1])
+        extra = {
+            key: value
+            for key, value in (("stem", stem_for(size)), ("image_size", size))
+            if self.accepts(key)
+        }
+        return self.build(in_channels=channels, num_classes=num_classes, **extra)
+
+
+# papers first published outside arXiv, by their citation's first words
+_PUBLISHED = {
+    "LeCun et al. 1998": "https://doi.org/10.1109/5.726791",
+    "Krizhevsky et al. 2012": "https://papers.nips.cc/paper/4824-imagenet-classification-with-deep-convolutional-neural-networks",
+}
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -58,6 +92,15 @@ def get_spec(name: str) -> ModelSpec:
         ) from None
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
-    """Build a registered network, e.g. ``create_model("resnet18", num_classes=10)``."""
-    return get_spec(name).build(**overrides)
+def create_model(name: str, *, weights: str | None = None, **overrides: Any) -> nn.Module:
+    """Build a registered network, e.g. ``create_model("resnet18", num_classes=10)``.
+
+    ``weights``: pretrained weights to start from — a torchvision weights name
+    (``"IMAGENET1K_V1"``, ``"DEFAULT"``) or a local file (see ``cnnzoo.models.weights``).
+    """
+    model = get_spec(name).build(**overrides)
+    if weights is not None:
+        from cnnzoo.models.weights import load_pretrained
+
+        load_pretrained(model, name, weights)
+    return model

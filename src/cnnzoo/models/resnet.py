@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnzoo.models.common import STEMS, check_choice
+from cnnzoo.errors import check_choice
+from cnnzoo.models.common import STEMS
 from cnnzoo.models.registry import register
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "ZeroPadShortcut", "conv1x1", "conv3x3"]

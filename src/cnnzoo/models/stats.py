@@ -7,7 +7,6 @@ counts as 2 FLOPs. (Many papers quote multiply-adds as "FLOPs": ResNet-50's "4.1
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,8 +20,6 @@ __all__ = [
     "count_parameters",
     "format_count",
     "layer_table",
-    "paper_link",
-    "parse_input",
 ]
 
 
@@ -104,28 +101,3 @@ def format_count(value: float) -> str:
         if abs(value) >= scale:
             return f"{value / scale:.2f}{unit}"
     return f"{value:.0f}"
-
-
-def parse_input(text: str) -> tuple[int, int, int]:
-    """``'3x32x32' -> (3, 32, 32)``."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*[xX,]\s*(\d+)\s*", text)
-    if match is None:
-        raise ValueError(f"input shape {text!r}: expected CxHxW, e.g. 3x32x32")
-    channels, height, width = (int(group) for group in match.groups())
-    return channels, height, width
-
-
-# papers first published outside arXiv, by their citation's first words
-_PUBLISHED = {
-    "LeCun et al. 1998": "https://doi.org/10.1109/5.726791",
-    "Krizhevsky et al. 2012": "https://papers.nips.cc/paper/4824-imagenet-classification-with-deep-convolutional-neural-networks",
-}
-
-
-def paper_link(paper: str) -> str:
-    """The URL of a registry row's paper: a known non-arXiv venue, else its arXiv id."""
-    for citation, url in _PUBLISHED.items():
-        if paper.startswith(citation):
-            return url
-    match = re.search(r"arXiv:(\d{4}\.\d{4,5})", paper)
-    return f"https://arxiv.org/abs/{match.group(1)}" if match else ""

@@ -246,7 +246,9 @@ class OptunaSweeper(Sweeper):
 
 def experiment_yaml(overrides: list[str], study: Any, best: Any, sweep_dir: Path) -> str:
     """An experiment config equal to a trial's command line: group choices become defaults."""
-    from cnnzoo.config import CONFIG_DIR
+    from importlib.resources import files
+
+    from cnnzoo.config import CONFIG_MODULE
 
     defaults, values, skipped = [], OmegaConf.create({}), []
     for line in overrides:
@@ -256,7 +258,7 @@ def experiment_yaml(overrides: list[str], study: Any, best: Any, sweep_dir: Path
             # an experiment cannot override groups that train.yaml leaves empty (Hydra refuses)
             skipped.append(line)
             continue
-        if "." not in key and (CONFIG_DIR / key).is_dir():
+        if "." not in key and files(CONFIG_MODULE).joinpath(key).is_dir():
             defaults.append({f"override /{key}": value})
         else:
             OmegaConf.update(values, key, yaml.safe_load(value), force_add=True)
