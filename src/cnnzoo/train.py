@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from typing import Any
 
@@ -80,6 +81,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return record
 
 
+def finish_wandb_run(*, failed: bool) -> None:
+    """End this job's W&B run, so the next job of a multirun starts its own: Lightning's
+    WandbLogger attaches to a run still open in the process (one run, two jobs' history)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish(exit_code=1 if failed else 0)
+
+
 def _run(cfg: DictConfig) -> float | None:
     """The Hydra task: train, record the job (also when it fails), return the optimised metric."""
     hydra_cfg = HydraConfig.get()
@@ -94,6 +103,7 @@ def _run(cfg: DictConfig) -> float | None:
         record.update(status=status, error=f"{type(error).__name__}: {error}")
         raise
     finally:
+        finish_wandb_run(failed=record["status"] != "completed")
         if rank_zero_only.rank == 0:
             write_job_summary(hydra_cfg.runtime.output_dir, record)
             if hydra_cfg.mode == RunMode.MULTIRUN:
