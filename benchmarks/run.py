@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from benchmarks.plain import PlainLoop, adam_cosine
 from benchmarks.timing import InterleavedTimer
 from cnnzoo.config import CONFIG_MODULE
-from cnnzoo.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from cnnzoo.trackers import instantiate_callbacks, instantiate_loggers
 
 __all__ = ["BareLightning", "Case", "compose_train", "measure_overhead", "main"]
 

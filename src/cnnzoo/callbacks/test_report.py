@@ -48,6 +48,8 @@ class TestReport(L.Callback):
     The logits are read with a forward hook on the LightningModule, so testing runs once.
     """
 
+    metric_names = ("test/f1_macro", "test/acc_balanced")
+
     def __init__(self, *, dirpath: str | None = None, num_misclassified: int = 32) -> None:
         self.dirpath = dirpath
         self.num_misclassified = num_misclassified
