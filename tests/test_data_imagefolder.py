@@ -152,7 +152,7 @@ def test_imagefolder_survives_a_file_that_fails_to_decode_mid_epoch(
     write_imagefolder(tmp_path, splits=(), suffix=".jpg", n_per_class=4)
     datamodule = ImageFolderDataModule(path=str(tmp_path), image_size=32, val_fraction=0.25)
     datamodule.setup("fit")
-    path, _ = datamodule.train_set.samples[0]
+    path = Path(datamodule.train_set.samples[0][0])
     path.write_bytes(path.read_bytes()[:200])  # truncated after the header check
 
     images, _ = datamodule.train_set[0]
@@ -184,7 +184,7 @@ def test_imagefolder_samples_are_in_path_order_with_nested_folders(tmp_path: Pat
     files = ImageFolderDataModule(path=str(tmp_path)).all_files()
 
     # component by component, as sorting Path objects does (the order fixes the validation split)
-    assert [path.relative_to(tmp_path).as_posix() for path in files] == [
+    assert [os.path.relpath(path, tmp_path) for path in files] == [
         "a/2.png", "a/x/0.png", "a/x-1.png", "b/1.png", "b/3.png"
     ]  # fmt: skip
 

@@ -17,6 +17,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from operator import attrgetter
 from pathlib import Path
 
 from PIL import Image
@@ -33,17 +34,22 @@ CACHE_VERSION = 1
 UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-def image_files(folder: Path) -> list[Path]:
-    """Files under ``folder`` (sub-folders too; symlinked ones not followed) with an image
-    extension, in the order of their path components."""
-    found = [
-        os.path.join(parent, name)
-        for parent, _, names in os.walk(folder)
-        for name in names
-        if name.lower().endswith(IMG_EXTENSIONS)
-    ]
-    # component order, as sorting Path objects gives: the order fixes the validation split
-    return [Path(path) for path in sorted(found, key=lambda path: path.split(os.sep))]
+def image_files(folder: str | Path) -> Iterator[str]:
+    """Paths of the files under ``folder`` (sub-folders too; symlinked ones not followed) with an
+    image extension, in the order of their path components.
+
+    Plain strings: a ``Path`` each would cost more than listing and stat-ing the file. Each folder
+    is sorted by name and a sub-folder read where its name falls, which orders the paths as
+    sorting ``Path`` objects does (not as sorting strings: ``x/0.png`` before ``x-1.png``); the
+    order fixes the validation split.
+    """
+    with os.scandir(folder) as scan:
+        entries = sorted(scan, key=attrgetter("name"))
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from image_files(entry.path)
+        elif entry.name.lower().endswith(IMG_EXTENSIONS):
+            yield entry.path
 
 
 def cache_dir() -> Path:
@@ -51,7 +57,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnzoo"
 
 
-def _header_readable(path: Path) -> bool:
+def _header_readable(path: str) -> bool:
     try:
         with Image.open(path):
             return True
@@ -74,7 +80,7 @@ class HeaderCache:
         self.root = str(root)
         digest = hashlib.sha256(self.root.encode()).hexdigest()[:16]
         self.file = cache_dir() / f"headers-{digest}.json"
-        self.bad: list[Path] = []
+        self.bad: list[str] = []
         self.cached = self._read()
         # this scan's entries: saving only these drops the files deleted since
         self.seen: dict[str, list] = {}
@@ -98,13 +104,13 @@ class HeaderCache:
             return {}
         return cache["files"]
 
-    def _ok(self, path: Path) -> bool:
+    def _ok(self, path: str) -> bool:
         try:
             stat = os.stat(path)
         except OSError:
             return False  # a broken link, say: nothing to cache
         # the files come from image_files(root / …): their paths start with root + "/"
-        key = str(path)[len(self.root) + 1 :]
+        key = path[len(self.root) + 1 :]
         stamp = [stat.st_mtime_ns, stat.st_size]
         entry = self.cached.get(key)
         if entry in (stamp + [True], stamp + [False]):
@@ -115,7 +121,7 @@ class HeaderCache:
         self.seen[key] = stamp + [ok]
         return ok
 
-    def readable(self, files: Iterable[Path]) -> list[Path]:
+    def readable(self, files: Iterable[str]) -> list[str]:
         kept = []
         for path in files:
             (kept if self._ok(path) else self.bad).append(path)
@@ -141,7 +147,7 @@ class HeaderCache:
             log.debug("Not caching the header checks of %s in %s (%s)", self.root, self.file, error)
 
 
-def decode_error(path: Path) -> str | None:
+def decode_error(path: str) -> str | None:
     """Why ``path`` cannot be decoded in full, or None if it can."""
     try:
         with Image.open(path) as image:
@@ -152,7 +158,7 @@ def decode_error(path: Path) -> str | None:
     return None
 
 
-def decode_errors(files: list[Path], *, workers: int = 1) -> Iterator[tuple[Path, str]]:
+def decode_errors(files: list[str], *, workers: int = 1) -> Iterator[tuple[str, str]]:
     """``(path, error)`` of each file that does not decode, in ``files`` order; decoded in
     ``workers`` processes (1: in this one)."""
     with ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:

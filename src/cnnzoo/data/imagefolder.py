@@ -54,7 +54,7 @@ class ImageFileDataset(Dataset):
     """
 
     def __init__(
-        self, samples: list[tuple[Path, int]], transform, *, mode: str, on_bad_image: str = "warn"
+        self, samples: list[tuple[str, int]], transform, *, mode: str, on_bad_image: str = "warn"
     ) -> None:
         self.samples = samples
         self.transform = transform
@@ -166,11 +166,11 @@ class ImageFolderDataModule(ImageDataModule):
 
     # --- loading ------------------------------------------------------------------------------
 
-    def _labelled_files(self, root: Path) -> list[list[Path]]:
+    def _labelled_files(self, root: Path) -> list[list[str]]:
         """The image files of each class folder under ``root``, in label order."""
-        return [image_files(root / name) for name in self.class_names]
+        return [list(image_files(root / name)) for name in self.class_names]
 
-    def all_files(self) -> list[Path]:
+    def all_files(self) -> list[str]:
         """Every file of every split with an image extension, unchecked (``verify`` decodes
         them)."""
         return [
@@ -180,7 +180,7 @@ class ImageFolderDataModule(ImageDataModule):
             for path in files
         ]
 
-    def _samples(self) -> dict[str, list[tuple[Path, int]]]:
+    def _samples(self) -> dict[str, list[tuple[str, int]]]:
         """The ``(path, label)`` samples of each split; the files that are not readable images
         named in one warning (or error) for all splits."""
         headers = HeaderCache(self.path) if self.check_images == "header" else None
@@ -200,15 +200,15 @@ class ImageFolderDataModule(ImageDataModule):
             raise UserError(f"class folders with no images: {', '.join(empty)}")
         return samples
 
-    def _report_bad(self, bad: list[Path]) -> None:
+    def _report_bad(self, bad: list[str]) -> None:
         if not bad:
             return
-        names = ", ".join(str(path) for path in bad[:20]) + (" …" if len(bad) > 20 else "")
+        names = ", ".join(bad[:20]) + (" …" if len(bad) > 20 else "")
         if self.on_bad_image == "error":
             raise UserError(f"{len(bad)} files are not readable images: {names}")
         log.warning("Skipping %d files that are not readable images: %s", len(bad), names)
 
-    def _dataset(self, samples: list[tuple[Path, int]], *, train: bool) -> ImageFileDataset:
+    def _dataset(self, samples: list[tuple[str, int]], *, train: bool) -> ImageFileDataset:
         transform = self.sample_transforms(train=train, resize_size=self.resize_size)
         mode = "RGB" if self.in_channels == 3 else "L"
         return ImageFileDataset(samples, transform, mode=mode, on_bad_image=self.on_bad_image)
@@ -229,7 +229,11 @@ class ImageFolderDataModule(ImageDataModule):
             val_index, train_index = stratified_split(
                 labels, (n_val, len(train) - n_val), seed=self.split_seed
             )
-            train, val = [train[i] for i in train_index], [train[i] for i in val_index]
+            # plain ints: indexing with a million 0-d tensors takes seconds
+            train, val = (
+                [train[i] for i in train_index.tolist()],
+                [train[i] for i in val_index.tolist()],
+            )
         test = splits.get("test", val)
         self.train_set = self._dataset(train, train=True)
         self.val_set = self._dataset(val, train=False)
