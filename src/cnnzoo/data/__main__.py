@@ -96,7 +96,7 @@ def verify(datamodule: ImageDataModule, *, workers: int) -> int:
             f"{type(datamodule).__name__} is not one"
         )
     files = datamodule.all_files()
-    print(f"decoding {len(files):,} images under {datamodule.path} in {workers} processes")
+    print(f"decoding {len(files):,} images under {datamodule.path} (workers: {workers})")
     bad = 0
     for path, error in decode_errors(files, workers=workers):
         print(f"{path}: {error}", flush=True)

@@ -1,10 +1,10 @@
 """Which files of an image folder are images: listed in one pass, headers checked once.
 
 Decoding every file at every setup does not scale (ImageNet's 1.28 M files take hours), so setup
-only lists the files (``os.walk``, extension filter) and opens each one's *header* — PIL's
-``Image.open`` reads no pixels — the first time it is seen. The result is cached outside the
-dataset folder, which may be read-only, keyed by path, mtime and size: a later setup costs one
-``stat`` per file. Decoding every image is the ``python -m cnnzoo.data verify`` tool's job.
+only lists the files (one ``os.scandir`` a folder, extension filter) and opens each one's
+*header* — PIL's ``Image.open`` reads no pixels — the first time it is seen. The result is cached
+outside the dataset folder, which may be read-only, keyed by path, mtime and size: a later setup
+costs one ``stat`` a file. Decoding every image is the ``python -m cnnzoo.data verify`` tool's job.
 """
 
 from __future__ import annotations
@@ -113,13 +113,11 @@ class HeaderCache:
         key = path[len(self.root) + 1 :]
         stamp = [stat.st_mtime_ns, stat.st_size]
         entry = self.cached.get(key)
-        if entry in (stamp + [True], stamp + [False]):
-            ok = entry[2]
-        else:
-            ok = _header_readable(path)
+        if entry not in (stamp + [True], stamp + [False]):
+            entry = stamp + [_header_readable(path)]
             self.checked += 1
-        self.seen[key] = stamp + [ok]
-        return ok
+        self.seen[key] = entry
+        return entry[2]
 
     def readable(self, files: Iterable[str]) -> list[str]:
         kept = []
