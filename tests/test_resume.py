@@ -1,90 +1,39 @@
-"""Exact resume: a run stopped after an epoch and resumed from last.ckpt ends where an unbroken run
-ends; `ckpt_path=last` finds the checkpoint; Ctrl-C / SIGTERM leave one behind."""
+"""Resuming: `ckpt_path=last` (or a run's checkpoint file) continues that run — in its own run dir,
+with one record: its checkpoints, CSV log (the next version beside the first), summary, train.log
+and W&B run. Exactness across a kill is in test_failures.py."""
 
 from __future__ import annotations
 
-import csv
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pytest
-import torch
+from cli import SHORT, error_message, run
+from wandb_records import run_info
 
-from cnnzoo.checkpoint import find_last_checkpoint
-
-ROOT = Path(__file__).resolve().parents[1]
-# a short deterministic run: 3 epochs of 5 batches, cosine schedule over all 15 steps
-SHORT = [
-    "debug=limit",
-    "trainer.accelerator=cpu",
-    "trainer.deterministic=true",
-    "callbacks.rich_progress_bar=null",
-    "test=false",
-]
-# stops the run after its first epoch, as a pre-emption would
-STOP_AFTER_FIRST_EPOCH = [
-    "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping",
-    "+callbacks.stop.monitor=val/acc",
-    "+callbacks.stop.mode=max",
-    "+callbacks.stop.stopping_threshold=0.0",
-]
+from cnnzoo.checkpoint import find_last_checkpoint, read_checkpoint
 
 
-def train(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+def test_ckpt_path_last_continues_the_newest_run_in_its_own_dir(tmp_path: Path) -> None:
+    args = [*SHORT, "logger=[csv,wandb]", f"paths.log_dir={tmp_path}"]
+    run("train", *args, "trainer.max_epochs=1")
+    (run_dir,) = (tmp_path / "debug" / "runs").iterdir()
+    first_id = (run_dir / "wandb_run_id").read_text().strip()
 
+    run("train", *args, "trainer.max_epochs=2", "ckpt_path=last")
 
-def only_run(log_dir: Path) -> Path:
-    (run,) = (log_dir / "debug" / "runs").iterdir()
-    return run
-
-
-def ckpt_run_dir(log_dir: Path) -> Path:
-    return find_last_checkpoint(log_dir / "train").parent.parent
-
-
-def weights(ckpt: Path) -> dict[str, torch.Tensor]:
-    return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-
-
-def test_resumed_run_ends_exactly_where_an_unbroken_run_ends(tmp_path: Path) -> None:
-    train(*SHORT, f"paths.log_dir={tmp_path / 'unbroken'}")
-    unbroken = only_run(tmp_path / "unbroken")
-
-    broken_logs = tmp_path / "broken"
-    train(*SHORT, *STOP_AFTER_FIRST_EPOCH, f"paths.log_dir={broken_logs}")
-    broken = only_run(broken_logs)
-    assert torch.load(broken / "checkpoints/last.ckpt", weights_only=False)["epoch"] == 0
-    train(*SHORT, "ckpt_path=last", f"paths.log_dir={broken_logs}")
-
-    expected = weights(unbroken / "checkpoints/last.ckpt")
-    resumed = weights(broken / "checkpoints/last.ckpt")
-    assert expected.keys() == resumed.keys()
-    for name in expected:
-        torch.testing.assert_close(resumed[name], expected[name], rtol=0, atol=0, msg=name)
-    # the resumed run records its metrics in the interrupted run's directory and CSV file
-    runs = sorted((broken_logs / "debug" / "runs").iterdir())
-    resume_record = json.loads((runs[-1] / "summary.json").read_text())
-    assert resume_record["output_dir"] == str(broken)
-    unbroken_record = json.loads((unbroken / "summary.json").read_text())
-    assert resume_record["metrics"]["val/acc"] == unbroken_record["metrics"]["val/acc"]
-
-    def validated_epochs(version: int) -> set[str]:
-        with open(broken / f"csv/version_{version}/metrics.csv") as f:
-            return {row["epoch"] for row in csv.DictReader(f) if row.get("val/acc")}
-
-    assert validated_epochs(0) == {"0"}
-    assert validated_epochs(1) == {"1", "2"}
+    assert list((tmp_path / "debug" / "runs").iterdir()) == [run_dir]  # no second run dir
+    record = json.loads((run_dir / "summary.json").read_text())
+    assert record["status"] == "completed"
+    assert record["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["epoch"] == 1
+    assert sorted(p.name for p in (run_dir / "csv").iterdir()) == ["version_0", "version_1"]
+    log = (run_dir / "train.log").read_text()
+    assert log.count("Instantiating datamodule") == 2  # both parts of the run, one log
+    # the W&B run resumed: a second offline segment of the same run id
+    segments = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(segments) == 2
+    assert {run_info(path)["id"] for path in segments} == {first_id}
 
 
 def test_ckpt_path_last_names_the_newest_run_and_fails_clearly_without_one(
@@ -98,51 +47,6 @@ def test_ckpt_path_last_names_the_newest_run_and_fails_clearly_without_one(
     assert find_last_checkpoint(tmp_path / "train").parent.parent.name == "2026-01-02_00-00-00"
     assert find_last_checkpoint(tmp_path / "other") is None
 
-    result = subprocess.run(
-        [sys.executable, "train.py", "ckpt_path=last", f"paths.log_dir={tmp_path / 'empty'}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    result = run("train", "ckpt_path=last", f"paths.log_dir={tmp_path / 'empty'}", check=False)
     assert result.returncode == 1
-    assert "ckpt_path=last: no run under" in result.stderr
-
-
-@pytest.mark.parametrize(
-    "signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)]
-)
-def test_a_signal_during_training_leaves_a_checkpoint_to_resume_from(
-    tmp_path: Path, signum: int
-) -> None:
-    args = ["trainer.max_epochs=30", "callbacks.rich_progress_bar=null", "test=false"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "train.py", *args, f"paths.log_dir={tmp_path}"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while find_last_checkpoint(tmp_path / "train") is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    process.send_signal(signum)
-    output, _ = process.communicate(timeout=120)
-    # (Lightning ends a SIGTERM-ed run with SystemExit, status 0; Ctrl-C with status 1)
-    assert "Training interrupted: saving" in output, output[-3000:]
-    summary = json.loads((ckpt_run_dir(tmp_path) / "summary.json").read_text())
-    assert summary["status"] == "failed"
-
-    ckpt = find_last_checkpoint(tmp_path / "train")
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    assert state["global_step"] > 0
-    # resume and finish the epoch it was in
-    result = train(
-        f"trainer.max_epochs={state['epoch'] + 1}",
-        "callbacks.rich_progress_bar=null",
-        "test=false",
-        "ckpt_path=last",
-        f"paths.log_dir={tmp_path}",
-    )
-    assert "Restoring states from the checkpoint" in result.stdout + result.stderr
+    assert error_message(result).startswith("ckpt_path=last: no run under")

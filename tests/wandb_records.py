@@ -63,7 +63,12 @@ def run_info(path: str | Path) -> dict[str, Any]:
     for r in records(path):
         kind = r.WhichOneof("record_type")
         if kind == "run":
-            info.update(group=r.run.run_group, name=r.run.display_name, job_type=r.run.job_type)
+            info.update(
+                id=r.run.run_id,
+                group=r.run.run_group,
+                name=r.run.display_name,
+                job_type=r.run.job_type,
+            )
             info["config"].update({i.key: json.loads(i.value_json) for i in r.run.config.update})
         elif kind == "config":
             info["config"].update({i.key: json.loads(i.value_json) for i in r.config.update})

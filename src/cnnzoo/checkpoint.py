@@ -15,10 +15,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import pickle
-import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,7 +88,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(temp, path)
             _fsync_dir(path.parent)
         except OSError as error:
-            temp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                temp.unlink()
             reason = error.strerror or str(error)
             raise CheckpointSaveError(
                 f"could not save the checkpoint {path}: {reason}; nothing was overwritten, and "
@@ -158,7 +158,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path} is empty: it is not a checkpoint (an interrupted copy?)")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+    except Exception as error:  # the unpickler's errors for a bad file are of every kind
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise UserError(
             f"{path} cannot be read as a checkpoint (truncated or not a PyTorch file): "
@@ -261,6 +261,8 @@ def resume_checkpoint(ckpt_path: str | None, task_dir: str | Path) -> str | None
         path = found
     else:
         path = Path(ckpt_path)
+        if not path.is_file():
+            raise UserError(f"ckpt_path={ckpt_path}: no such checkpoint file (or `last`)")
     for stale in path.parent.glob(f".*{TEMP_SUFFIX}"):
         stale.unlink(missing_ok=True)
     try:

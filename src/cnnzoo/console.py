@@ -52,6 +52,8 @@ def prepare_command_line(argv: list[str] | None = None) -> None:
 _IGNORED_WARNINGS = (
     # Lightning calls a torch API that torch deprecated; nothing a user can change
     (r".*isinstance\(treespec, LeafSpec\)` is deprecated", r"lightning\..*"),
+    # a resumed run continues in its own run dir, whose checkpoints folder is full by design
+    (r"Checkpoint directory .* exists and is not empty", r"lightning\..*"),
 )
 # (logger, message regex) of info lines that say nothing about the run
 _IGNORED_LOG_LINES = (

@@ -36,9 +36,9 @@ log = logging.getLogger(__name__)
 
 def data_from_run(cfg: DictConfig, ckpt_path: Path) -> None:
     """Replace ``cfg.data`` by the training run's, unless ``data=…`` is on the command line."""
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
     chosen_on_command_line = any(
-        override.split("=", 1)[0].lstrip("+~").split(".", 1)[0] == "data"
-        for override in HydraConfig.get().overrides.task
+        override.split("=", 1)[0].lstrip("+~").split(".", 1)[0] == "data" for override in overrides
     )
     if chosen_on_command_line:
         return

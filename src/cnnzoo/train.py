@@ -123,6 +123,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
 
+    try:
+        record = _fit_and_test(cfg, trainer, model, datamodule, ckpt_path)
+    except BaseException:
+        finish_wandb_run(failed=True)
+        raise
+    finish_wandb_run(failed=False)
+    return record
+
+
+def _fit_and_test(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    model: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    ckpt_path: str | None,
+) -> dict[str, Any]:
     record: dict[str, Any] = {"output_dir": cfg.paths.output_dir}
     if ckpt_path:
         record["resumed_from"] = ckpt_path
@@ -181,7 +197,6 @@ def _run(cfg: DictConfig) -> float | None:
             raise user_error from error
         raise
     finally:
-        finish_wandb_run(failed=record["status"] != "completed")
         if rank_zero_only.rank == 0:
             write_job_summary(hydra_cfg.runtime.output_dir, record)
             if multirun:

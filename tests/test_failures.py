@@ -1,0 +1,383 @@
+"""Failures on purpose: bad values, a diverging loss, SIGTERM, kill -9 mid-epoch and mid-save, an
+unwritable or full checkpoint folder, hostile and broken checkpoint files, failing sweep jobs.
+Each ends in one clear message and a non-zero exit, and loses nothing that was saved."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from cli import SHORT, error_message, run, start, stop, wait_for
+from conftest import QUIET, compose_config, run_training
+
+from cnnzoo.checkpoint import CheckpointSaveError, read_checkpoint, resume_checkpoint
+from cnnzoo.errors import UserError, user_errors
+from cnnzoo.records import write_sweep_summary
+
+
+def summary(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(path)["state_dict"]
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["trainer.max_epochs=abc"], "trainer.max_epochs='abc' is not valid: expected an integer"),
+        (["data.val_size=1.5"], "data.val_size=1.5 is not valid"),
+        (["data.val_size=-10"], "data.val_size=-10 is not valid"),
+        (["model.optimizer.lr=abc"], "model.optimizer.lr='abc' is not valid: expected a number"),
+        (["model.optimizer.lr=-1"], "model.optimizer.lr=-1 is not valid: expected a number > 0"),
+        (["data.batch_size=0"], "data.batch_size=0 is not valid"),
+        (["+model.net.activation=bogus"], "model.net: activation='bogus' is not one of: relu"),
+        (["+model.net.depth=3"], "model.net: LeNet5.__init__() got an unexpected keyword"),
+        (["data=imagefolder", "data.path=/no/such/folder"], "data.path=/no/such/folder: no such"),
+        (
+            ["model=alexnet", "model.net.stem=imagenet"],
+            "the network cannot take 1x28x28 images",
+        ),
+        (
+            ["callbacks.model_checkpoint.monitor=val/accc"],
+            "ModelCheckpoint monitors 'val/accc', which is not a metric this run logs",
+        ),
+    ],
+)
+def test_bad_values_end_in_one_line_naming_the_key(
+    overrides: list[str], expected: str, tmp_path: Path
+) -> None:
+    with pytest.raises(UserError) as error, user_errors():
+        run_training(tmp_path / "run", *SHORT, *overrides)
+    message = str(error.value)
+    assert expected in message
+    assert "\n" not in message.strip()
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained before the check
+
+
+def test_a_bad_value_on_the_command_line_is_one_message_and_exit_1(tmp_path: Path) -> None:
+    result = run("train", "data.val_size=1.5", f"hydra.run.dir={tmp_path}", check=False)
+    assert result.returncode == 1
+    assert error_message(result).startswith("data.val_size=1.5 is not valid")
+    assert summary(tmp_path)["status"] == "failed"
+
+
+def test_a_warmup_longer_than_the_run_is_shortened_with_a_notice(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = run_training(tmp_path / "run", *SHORT, "model.scheduler.warmup_steps=1000")
+    assert record["metrics"]["val/acc"] > 0
+    assert "warmup_steps=1000 is not shorter than the run (10 steps)" in caplog.text
+
+
+# --- a diverging run ------------------------------------------------------------------------------
+
+
+def test_a_diverging_run_stops_at_once_and_saves_no_nan_weights(tmp_path: Path) -> None:
+    result = run(
+        "train",
+        *SHORT,
+        "model/optimizer=sgd",
+        "model.optimizer.lr=1e30",
+        f"hydra.run.dir={tmp_path}",
+        check=False,
+    )
+    assert result.returncode == 1
+    message = error_message(result)
+    assert "the training loss is nan at step" in message and "model.optimizer.lr" in message
+    record = summary(tmp_path)
+    assert record["status"] == "failed" and "NonFiniteLossError" in record["error"]
+    assert not (tmp_path / "checkpoints").exists()  # stopped before the first validation
+
+
+# --- signals and kills ----------------------------------------------------------------------------
+
+# A training run that kills itself with SIGKILL at a chosen point: `python killed_train.py <args>`
+KILL_MID_EPOCH = """
+from cnnzoo.module import ImageClassifier
+
+step = ImageClassifier.training_step
+
+def training_step(self, *args):
+    if self.global_step == 7:  # the 8th of 15 steps: in epoch 1 of 0-2
+        os.kill(os.getpid(), signal.SIGKILL)
+    return step(self, *args)
+
+ImageClassifier.training_step = training_step
+"""
+KILL_MID_SAVE = """
+replace, saves = os.replace, []
+
+def killing_replace(source, destination):
+    if str(destination).endswith("last.ckpt"):
+        saves.append(destination)
+        if len(saves) == 2:  # epoch 1's last.ckpt, written to its temporary file, not renamed
+            os.kill(os.getpid(), signal.SIGKILL)
+    return replace(source, destination)
+
+os.replace = killing_replace
+"""
+RUN_TRAIN = """
+sys.argv = ["train.py", *sys.argv[1:]]
+from cnnzoo.train import main
+main()
+"""
+
+DETERMINISTIC = (*SHORT, "trainer.max_epochs=3", "trainer.deterministic=true", "test=false")
+
+
+def killed_run(tmp_path: Path, run_dir: Path, hook: str) -> None:
+    script = tmp_path / "killed_train.py"
+    script.write_text("import os, signal, sys\n" + hook + RUN_TRAIN)
+    result = run(sys.executable, str(script), *DETERMINISTIC, f"hydra.run.dir={run_dir}",
+                 check=False)  # fmt: skip
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def unbroken(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
+    out = tmp_path_factory.mktemp("unbroken") / "run"
+    run_training(out, *DETERMINISTIC)
+    return weights(out / "checkpoints" / "last.ckpt")
+
+
+@pytest.mark.parametrize("hook", [KILL_MID_EPOCH, KILL_MID_SAVE], ids=["mid-epoch", "mid-save"])
+def test_kill_9_then_resume_ends_exactly_where_an_unbroken_run_ends(
+    hook: str, unbroken: dict[str, torch.Tensor], tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    killed_run(tmp_path, run_dir, hook)
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["epoch"] == 0  # intact
+    run("train", *DETERMINISTIC, f"ckpt_path={run_dir}/checkpoints/last.ckpt")
+    resumed = weights(run_dir / "checkpoints" / "last.ckpt")
+    assert resumed.keys() == unbroken.keys()
+    for name in unbroken:
+        torch.testing.assert_close(resumed[name], unbroken[name], rtol=0, atol=0, msg=name)
+    assert summary(run_dir)["status"] == "completed"  # the same run dir: one record
+    assert not list((run_dir / "checkpoints").glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"),
+    [(signal.SIGTERM, 143), pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)],
+)
+def test_a_signal_saves_last_and_exits_as_shells_expect_and_nothing_resumes_silently(
+    signum: int, code: int, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    args = ["trainer.max_epochs=100", *QUIET, "test=false", f"hydra.run.dir={run_dir}"]
+    process = start("train", *args)
+    wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").is_file())
+    returncode, output = stop(process, signum)
+    assert returncode == code, output[-3000:]
+    assert "Training interrupted: saving" in output
+    record = summary(run_dir)
+    assert record["status"] == "interrupted"
+    interrupted = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert interrupted["global_step"] > 0
+
+    # the same run dir again, without ckpt_path: a new run from scratch, not a silent resume
+    rerun = run("train", *SHORT, "trainer.max_epochs=1", "test=false", f"hydra.run.dir={run_dir}")
+    assert "Restoring states" not in rerun.stdout + rerun.stderr
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 5
+
+
+# --- checkpoint folders that cannot be written ----------------------------------------------------
+
+
+def test_an_unwritable_checkpoint_folder_stops_the_run_naming_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the checkpoints folder should be")
+    dirpath = blocker / "checkpoints"
+    with pytest.raises(CheckpointSaveError, match=f"could not save the checkpoint {dirpath}"):
+        run_training(tmp_path / "run", *SHORT, f"callbacks.model_checkpoint.dirpath={dirpath}")
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cnnzoo.checkpoint
+
+    saves = []
+    real_save = torch.save
+
+    def save(obj: Any, f: Any) -> None:
+        saves.append(obj["epoch"])
+        if obj["epoch"] == 1:  # epoch 1's checkpoints find the disk full
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_save(obj, f)
+
+    monkeypatch.setattr(cnnzoo.checkpoint.torch, "save", save)
+    with pytest.raises(CheckpointSaveError, match="No space left on device"):
+        run_training(tmp_path / "run", *SHORT, "trainer.max_epochs=3")
+    checkpoints = tmp_path / "run" / "checkpoints"
+    monkeypatch.undo()
+    assert read_checkpoint(checkpoints / "last.ckpt")["epoch"] == 0
+    assert not list(checkpoints.glob(".*.tmp"))
+
+
+# --- checkpoint files from elsewhere --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def good_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("good") / "run"
+    run_training(out, *SHORT, "trainer.max_epochs=1", "test=false")
+    return out / "checkpoints" / "last.ckpt"
+
+
+def test_a_checkpoint_naming_foreign_code_is_refused_and_runs_nothing(
+    good_checkpoint: Path, tmp_path: Path
+) -> None:
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    checkpoint = torch.load(good_checkpoint, weights_only=True)
+    checkpoint["hyper_parameters"]["net"] = {
+        "_target_": "builtins.open",
+        "file": str(victim),
+        "mode": "w",
+    }
+    hostile = tmp_path / "hostile.ckpt"
+    torch.save(checkpoint, hostile)
+    (tmp_path / "digit.png").write_bytes(b"")
+    for entry, extra in (("predict", [f"inputs={tmp_path}/digit.png"]), ("eval", [])):
+        result = run(entry, f"ckpt_path={hostile}", f"hydra.run.dir={tmp_path}/{entry}", *extra,
+                     check=False)  # fmt: skip
+        message = error_message(result)
+        assert "refusing to load it" in message and "builtins.open" in message
+    assert victim.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "state_dict", "not_a_checkpoint"])
+def test_a_broken_checkpoint_file_is_one_line(
+    kind: str, good_checkpoint: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / f"{kind}.ckpt"
+    data = good_checkpoint.read_bytes()
+    if kind == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "state_dict":
+        torch.save(torch.load(good_checkpoint, weights_only=True)["state_dict"], path)
+    else:
+        path.write_text("hello")
+    with pytest.raises(UserError) as error:
+        read_checkpoint(path)
+    expected = {
+        "truncated": "cannot be read as a checkpoint",
+        "empty": "is empty",
+        "state_dict": "plain state dict",
+        "not_a_checkpoint": "cannot be read as a checkpoint",
+    }[kind]
+    assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+def test_eval_of_a_truncated_checkpoint_is_one_message(
+    good_checkpoint: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "truncated.ckpt"
+    path.write_bytes(good_checkpoint.read_bytes()[:1000])
+    result = run("eval", f"ckpt_path={path}", f"hydra.run.dir={tmp_path}/eval", check=False)
+    assert result.returncode == 1
+    assert "cannot be read as a checkpoint" in error_message(result)
+
+
+def test_resuming_from_an_unreadable_last_checkpoint_falls_back_to_the_newest_good_one(
+    good_checkpoint: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "best.ckpt").write_bytes(good_checkpoint.read_bytes())
+    (checkpoints / "last.ckpt").write_bytes(good_checkpoint.read_bytes()[:5000])
+    (checkpoints / ".last.ckpt.1234.tmp").write_bytes(b"left by a kill")
+    found = resume_checkpoint(str(checkpoints / "last.ckpt"), tmp_path)
+    assert found == str(checkpoints / "best.ckpt")
+    assert "resuming instead from" in caplog.text
+    assert not (checkpoints / ".last.ckpt.1234.tmp").exists()
+    (checkpoints / "best.ckpt").unlink()
+    with pytest.raises(UserError, match="cannot resume: .*last.ckpt cannot be read"):
+        resume_checkpoint(str(checkpoints / "last.ckpt"), tmp_path)
+
+
+# --- sweeps ---------------------------------------------------------------------------------------
+
+
+def test_a_failing_job_in_a_ddp_sweep_is_recorded_and_the_next_job_runs(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run(
+        "train",
+        "-m",
+        "trainer=ddp_cpu",
+        "+model.net.activation=bogus,relu",
+        *SHORT,
+        "trainer.max_epochs=1",
+        f"hydra.sweep.dir={sweep}",
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    failed, completed = summary(sweep / "0"), summary(sweep / "1")
+    assert failed["status"] == "failed" and "activation='bogus'" in failed["error"]
+    assert completed["status"] == "completed" and completed["metrics"]["test/acc"] > 0.1
+    assert (sweep / "1" / "train_ddp_process_1.log").is_file()  # rank 1 ran in the job's dir
+    # the report is written with the jobs that finished, and each error is one table line
+    assert (sweep / "report" / "report.md").is_file()
+    rows = (sweep / "summary.md").read_text().splitlines()
+    assert len(rows) == 4  # header, rule, two jobs
+    # no process of the sweep is left behind
+    leftovers = [
+        line
+        for line in os.popen("ps -eo args").read().splitlines()
+        if str(sweep) in line and "ps -eo" not in line
+    ]
+    assert not leftovers
+
+
+def test_a_search_whose_trials_all_fail_exits_non_zero(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run(
+        "train",
+        "-m",
+        "hparams_search=mnist_optuna",
+        "hydra.sweeper.n_trials=2",
+        "+model.net.activation=bogus",
+        *SHORT,
+        f"hydra.sweep.dir={sweep}",
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = [line for line in result.stderr.splitlines() if line.strip()][-2]
+    assert last.startswith("no trial of the study 'mnist_optuna' completed (2 trials")
+    assert (sweep / "report" / "report.md").is_file()
+
+
+def test_a_multi_line_error_is_one_row_of_the_sweep_table(tmp_path: Path) -> None:
+    for job, error in (("0", "ValueError: first\n  second line | with a pipe"), ("1", None)):
+        (tmp_path / job).mkdir()
+        record = {"overrides": [f"seed={job}"], "status": "failed" if error else "completed"}
+        (tmp_path / job / "summary.json").write_text(json.dumps({**record, "error": error}))
+    write_sweep_summary(tmp_path)
+    lines = (tmp_path / "summary.md").read_text().splitlines()
+    assert len(lines) == 4
+    assert "first ⏎ second line \\| with a pipe" in lines[2]
+
+
+def test_compose_checks_happen_before_any_work() -> None:
+    cfg = compose_config("trainer.max_epochs=0")
+    from cnnzoo.config import validate
+
+    with pytest.raises(UserError, match="trainer.max_epochs=0 is not valid"):
+        validate(cfg)
