@@ -29,9 +29,10 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def command(entry: str, *args: str) -> list[str]:
-    """``train`` -> python train.py ...; ``-m cnnzoo.report`` -> python -m cnnzoo.report ..."""
-    if entry in SCRIPTS:
-        return [sys.executable, str(ROOT / f"{entry}.py"), *args]
+    """``train`` (or ``train.py``) -> python train.py ...; ``-m cnnzoo.report`` -> python -m
+    cnnzoo.report ...; anything else is run as it is."""
+    if entry.removesuffix(".py") in SCRIPTS:
+        return [sys.executable, str(ROOT / f"{entry.removesuffix('.py')}.py"), *args]
     if entry.startswith("-m "):
         return [sys.executable, "-m", entry[3:], *args]
     return [entry, *args]

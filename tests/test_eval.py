@@ -4,19 +4,17 @@ per-class results, the confusion matrix and the most confident mistakes."""
 from __future__ import annotations
 
 import csv
-import json
+import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-from cli import run, train_short
+from conftest import Compose
+from omegaconf import OmegaConf
 
 from cnnzoo.callbacks.test_report import class_metrics
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_short(tmp_path_factory.mktemp("run"), "trainer.max_epochs=3")
+from cnnzoo.eval import evaluate
 
 
 def test_class_metrics_match_hand_computed_values() -> None:
@@ -29,33 +27,43 @@ def test_class_metrics_match_hand_computed_values() -> None:
     assert metrics["support"].tolist() == [4, 2, 0]
 
 
-def test_training_writes_the_test_report(trained: Path) -> None:
-    report = trained / "test_report"
+def test_training_writes_the_test_report(trained: tuple[Path, dict[str, Any]]) -> None:
+    run_dir, record = trained
     for name in ("per_class.csv", "confusion_matrix.csv", "confusion_matrix.png"):
-        assert (report / name).stat().st_size > 0
-    metrics = json.loads((trained / "summary.json").read_text())["metrics"]
-    assert 0 < metrics["test/f1_macro"] <= 1
-    assert 0 < metrics["test/acc_balanced"] <= 1
+        assert (run_dir / "test_report" / name).stat().st_size > 0
+    assert 0 < record["metrics"]["test/f1_macro"] <= 1
+    assert 0 < record["metrics"]["test/acc_balanced"] <= 1
 
 
-def test_eval_restores_the_run_and_reports_per_class(trained: Path, tmp_path: Path) -> None:
-    result = run(
-        "eval.py",
-        f"ckpt_path={trained}/checkpoints/best.ckpt",
-        f"hydra.run.dir={tmp_path}",
-    )
-    assert "Using the data config of the training run" in result.stdout + result.stderr
-    record = json.loads((tmp_path / "summary.json").read_text())
+def test_eval_uses_the_runs_data_and_reports_per_class(
+    trained: tuple[Path, dict[str, Any]],
+    tmp_path: Path,
+    compose_cfg: Compose,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    ckpt.write_bytes((trained[0] / "checkpoints" / "best.ckpt").read_bytes())
+    # the training run's saved config, as Hydra writes it: only 200 of the 500 test images
+    run_cfg = compose_cfg("data.test_size=200")
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(run_cfg, run_dir / ".hydra" / "config.yaml")
+
+    out = tmp_path / "eval"
+    caplog.set_level(logging.INFO, logger="cnnzoo")
+    record = evaluate(compose_cfg(f"ckpt_path={ckpt}", f"paths.output_dir={out}", config="eval"))
+    assert "Using the data config of the training run" in caplog.text
     metrics = record["metrics"]
     assert metrics["test/acc"] > 0.3  # chance is 0.1
     assert {"test/acc_top5", "test/f1_macro", "test/acc_balanced"} <= metrics.keys()
     assert [row["class"] for row in record["per_class"]] == [str(d) for d in range(10)]
 
-    with open(tmp_path / "test_report" / "confusion_matrix.csv") as f:
+    with open(out / "test_report" / "confusion_matrix.csv") as f:
         rows = list(csv.reader(f))
     counts = torch.tensor([[int(c) for c in row[1:]] for row in rows[1:]])
-    assert counts.sum() == 500  # every test image once
+    assert counts.sum() == 200  # every test image of the run's split once
     assert counts.diag().sum() / counts.sum() == pytest.approx(metrics["test/acc"], abs=1e-6)
     assert [row["support"] for row in record["per_class"]] == counts.sum(dim=1).tolist()
     if counts.diag().sum() < counts.sum():
-        assert (tmp_path / "test_report" / "misclassified.png").stat().st_size > 0
+        assert (out / "test_report" / "misclassified.png").stat().st_size > 0

@@ -1,5 +1,6 @@
-"""`predict.py` classifies image files with the checkpoint's own preprocessing; `export.py` writes
-ONNX / TorchScript models that reproduce PyTorch's outputs."""
+"""`predict.py` classifies image files with the checkpoint's own preprocessing, printing JSON
+alone on stdout and writing nothing else; `export.py` from the command line (the formats
+themselves: test_export.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from cli import run, train_short
+from cli import error_message, run
+from conftest import Compose
 from PIL import Image
+
+from cnnzoo.predict import predict
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = train_short(tmp_path_factory.mktemp("run"), "trainer.max_epochs=3")
-    return run_dir / "checkpoints" / "best.ckpt"
+def ckpt(trained: tuple[Path, dict]) -> Path:
+    return trained[0] / "checkpoints" / "best.ckpt"
 
 
 @pytest.fixture(scope="module")
@@ -37,63 +39,45 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int]]:
     return folder, list(range(10))
 
 
-def test_predict_a_folder_prints_json_top_k(ckpt: Path, digits: tuple[Path, list[int]]) -> None:
-    folder, labels = digits
-    result = run("predict.py", f"ckpt_path={ckpt}", f"inputs={folder}", "top_k=3", "--json")
-    predictions = json.loads(result.stdout[result.stdout.index("[") :])
+def test_predict_a_folder_prints_json_alone_and_writes_nothing(
+    ckpt: Path, digits: tuple[Path, list[int]], tmp_path: Path
+) -> None:
+    folder, _ = digits
+    result = run("predict", f"ckpt_path={ckpt}", f"inputs={folder}", "top_k=3", "--json",
+                 cwd=tmp_path)  # fmt: skip
+    predictions = json.loads(result.stdout)  # stdout is the JSON and nothing else
     assert len(predictions) == 10  # the .txt file is not an image
     for p in predictions:
         probs = [t["probability"] for t in p["top_k"]]
         assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-5
     right = sum(int(Path(p["path"]).stem) == int(p["top_k"][0]["class"]) for p in predictions)
     assert right >= 5  # chance is 1 in 10
+    assert list(tmp_path.iterdir()) == []  # no run folder, no log file
 
 
-def test_predict_glob_to_file(ckpt: Path, digits: tuple[Path, list[int]], tmp_path: Path) -> None:
+def test_predict_a_glob_to_a_file(
+    ckpt: Path, digits: tuple[Path, list[int]], tmp_path: Path, compose_cfg: Compose
+) -> None:
     folder, _ = digits
-    out = tmp_path / "predictions.json"
-    run("predict.py", f"ckpt_path={ckpt}", f"inputs={folder}/*.jpg", f"output={out}")
-    assert sorted(Path(p["path"]).name for p in json.loads(out.read_text())) == [
-        "1.jpg",
-        "4.jpg",
-        "7.jpg",
-    ]
+    cfg = compose_cfg(f"ckpt_path={ckpt}", f"inputs={folder}/*.jpg", config="predict")
+    assert sorted(Path(p["path"]).name for p in predict(cfg)) == ["1.jpg", "4.jpg", "7.jpg"]
 
 
 def test_predict_without_images_says_so(ckpt: Path, tmp_path: Path) -> None:
-    result = run("predict.py", f"ckpt_path={ckpt}", f"inputs={tmp_path}", check=False)
+    result = run("predict", f"ckpt_path={ckpt}", f"inputs={tmp_path}", check=False)
     assert result.returncode == 1
-    assert "no image files found" in result.stderr
+    assert "no image files found" in error_message(result)
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_export_reproduces_pytorch(ckpt: Path, tmp_path: Path, fmt: str) -> None:
-    if fmt == "onnx":  # the `export` extra (part of `dev`)
-        pytest.importorskip("onnx")
-        pytest.importorskip("onnxruntime")
-    out = tmp_path / f"model.{fmt}"
-    result = run("export.py", f"ckpt_path={ckpt}", f"format={fmt}", f"output={out}")
-    assert "reproduces PyTorch" in result.stdout + result.stderr
-    meta = json.loads(out.with_suffix(out.suffix + ".json").read_text())
+def test_export_from_the_command_line_reproduces_pytorch(ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model.onnx"
+    result = run("export", f"ckpt_path={ckpt}", "format=onnx", f"output={out}", cwd=tmp_path)
+    assert "reproduces PyTorch" in result.stderr
+    meta = json.loads(out.with_suffix(".onnx.json").read_text())
     assert meta["input_shape"] == ["batch", 1, 28, 28] and len(meta["class_names"]) == 10
-
-    from cnnzoo.module import ImageClassifier
-
-    net = ImageClassifier.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).net
-    x = torch.randn(5, 1, 28, 28)
-    with torch.no_grad():
-        expected = net.eval()(x)
-    if fmt == "onnx":
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-        actual = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
-    else:
-        actual = torch.jit.load(str(out))(x)
-    torch.testing.assert_close(actual, expected, atol=1e-4, rtol=1e-3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.json"]
 
 
-def test_export_rejects_unknown_format(ckpt: Path) -> None:
-    result = run("export.py", f"ckpt_path={ckpt}", "format=tflite", check=False)
-    assert result.returncode == 1
-    assert "choose one of onnx, torchscript" in result.stderr
+def test_export_rejects_an_unknown_format(ckpt: Path) -> None:
+    result = run("export", f"ckpt_path={ckpt}", "format=tflite", check=False)
+    assert "format=tflite" in error_message(result)

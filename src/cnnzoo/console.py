@@ -57,7 +57,8 @@ _IGNORED_WARNINGS = (
 )
 # (logger, message regex) of info lines that say nothing about the run
 _IGNORED_LOG_LINES = (
-    ("lightning.pytorch.utilities.rank_zero", r"^💡 Tip: .*litlogger"),
+    # adverts for Lightning's cloud products (litlogger, litmodels)
+    ("lightning.pytorch.utilities.rank_zero", r"^💡 Tip: "),
     ("lightning.pytorch.utilities.rank_zero", r"^(TPU|HPU) available: "),
     ("lightning.pytorch.utilities.rank_zero", r"^Loading `train_dataloader` to estimate"),
     ("lightning.pytorch.utilities.rank_zero", r"^Trainer already configured with model summary"),
