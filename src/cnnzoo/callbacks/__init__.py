@@ -1,5 +1,6 @@
 """Lightning callbacks that cnnzoo's configs name in ``configs/callbacks/``."""
 
+from cnnzoo.callbacks.dashboard import Dashboard, tracker_links
 from cnnzoo.callbacks.model_stats import ModelStats
 from cnnzoo.callbacks.optuna_trial import OptunaTrial
 from cnnzoo.callbacks.test_report import TestReport
@@ -7,10 +8,12 @@ from cnnzoo.callbacks.throughput import Throughput
 from cnnzoo.utils.resume import InterruptCheckpoint, RngState
 
 __all__ = [
+    "Dashboard",
     "InterruptCheckpoint",
     "ModelStats",
     "OptunaTrial",
     "RngState",
     "TestReport",
     "Throughput",
+    "tracker_links",
 ]

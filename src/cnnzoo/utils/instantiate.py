@@ -82,5 +82,7 @@ def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
             with open_dict(node):
                 node.group = node.get("group") or group or None
                 node.name = node.get("name") or name or None
+                # the Dashboard callback logs the checkpoints (offline too; best and latest)
+                node.pop("log_model", None)
         loggers.append(instantiate(node))
     return loggers
