@@ -274,9 +274,13 @@ def scatter_figure(
                 str(k), (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7, zorder=4
             )
         handles = [
-            plt.Line2D([], [], linestyle="none", marker=f"${k}$", markersize=7 + 2 * len(str(k)))
+            plt.Line2D(
+                [], [], linestyle="none", marker=f"${k}$", markersize=4 + 2.5 * len(str(k)),
+                color="black",
+            )
             for k in range(1, len(points) + 1)
-        ]
+        ]  # fmt: skip
+        figure.set_figwidth(figure.get_figwidth() + 3)
         figure.legend(
             handles,
             [label for label, _, _ in points],

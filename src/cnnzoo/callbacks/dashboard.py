@@ -107,8 +107,9 @@ class Dashboard(L.Callback):
         if self._batch_shown:
             return
         self._batch_shown = True
-        if trainer.is_global_zero and self.batch_images > 0:
-            self._show_batch(trainer, batch[0][: self.batch_images], batch[1][: self.batch_images])
+        images = batch[0]
+        if trainer.is_global_zero and self.batch_images > 0 and images.ndim == 4:
+            self._show_batch(trainer, images[: self.batch_images], batch[1][: self.batch_images])
 
     def _show_batch(self, trainer: L.Trainer, images: Any, targets: Any) -> None:
         datamodule = trainer.datamodule
