@@ -1,6 +1,6 @@
 """Measure cnnzoo against a plain PyTorch loop and print the tables: ``python -m benchmarks``.
 
-Sections (``--sections``, default all three):
+Sections (``--sections``, default the first three):
 
 - ``overhead``: training images/s through the code ``train.py`` runs (the composed Hydra config,
   instantiated as ``cnnzoo.train.train`` does) against ``PlainLoop`` on the same in-memory data,
@@ -11,6 +11,9 @@ Sections (``--sections``, default all three):
   loop's training time for the same epochs.
 - ``data``: images/s the datamodule's training loader delivers alone, against what the model
   consumes (the plain loop's images/s from ``overhead``, when it ran).
+- ``imagefolder``: setup time of ``data=imagefolder`` on ``--imagefolder-files`` (100,000) tiny
+  PNGs written to a temporary folder: first setup, cached second setup, ``check_images=none``
+  (see ``benchmarks.imagefolder``).
 """
 
 from __future__ import annotations
@@ -34,10 +37,11 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from benchmarks.imagefolder import measure_imagefolder_setup
 from benchmarks.plain import PlainLoop, adam_cosine
 from benchmarks.timing import InterleavedTimer
 from cnnzoo.config import CONFIG_MODULE
-from cnnzoo.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from cnnzoo.trackers import instantiate_callbacks, instantiate_loggers
 
 __all__ = ["BareLightning", "Case", "compose_train", "measure_overhead", "main"]
 
@@ -360,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--sections",
         nargs="+",
         default=["overhead", "startup", "data"],
-        choices=["overhead", "startup", "data"],
+        choices=["overhead", "startup", "data", "imagefolder"],
     )
     parser.add_argument("--cases", nargs="+", default=list(CPU_CASES), choices=list(CPU_CASES))
     parser.add_argument(
@@ -371,6 +375,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--threads", type=int, default=1, help="torch threads, both sides (1: steadier)"
     )
     parser.add_argument("--epochs-scale", type=float, default=1.0, help="scale measured epochs")
+    parser.add_argument(
+        "--imagefolder-files", type=int, default=100_000, help="image files for `imagefolder`"
+    )
     parser.add_argument("--out", help="also write the tables (without Lightning's output) here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -428,6 +435,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             headroom = f"{ips / model:.1f}x" if model else "-"
             model_text = f"{model:,.0f}" if model else "-"
             _say(out, f"| {label} | {ips:,.0f} | {model_text} | {headroom} |")
+        _say(out, "")
+    if "imagefolder" in args.sections:
+        n = args.imagefolder_files
+        _say(out, f"## Image-folder setup ({n:,} 8x8 PNGs in 10 classes, seconds)\n")
+        _say(out, "| setup | s | files/s |\n|---|---:|---:|")
+        for label, seconds in measure_imagefolder_setup(n).items():
+            _say(out, f"| {label} | {seconds:.2f} | {n / seconds:,.0f} |")
         _say(out, "")
     print("\n" + "\n".join(out))
     if args.out:

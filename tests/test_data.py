@@ -14,7 +14,6 @@ from dataset_files import (
     write_cifar10,
     write_cifar100,
     write_fashion_mnist,
-    write_imagefolder,
     write_kmnist,
     write_mnist,
     write_svhn,
@@ -26,7 +25,6 @@ from cnnzoo.config import CONFIG_MODULE
 from cnnzoo.data import (
     CIFAR10DataModule,
     CIFAR100DataModule,
-    ImageFolderDataModule,
     MNISTDataModule,
     SVHNDataModule,
 )
@@ -83,19 +81,6 @@ def test_each_dataset_trains_from_files_in_its_own_format(tmp_path: Path, data: 
     assert (cfg.model.num_classes, cfg.model.net.in_channels) == (
         (100, 3) if data == "cifar100" else (10, 1 if "mnist" in data else 3)
     ), module
-
-
-def test_image_folder_trains_from_png_and_jpeg_folders(tmp_path: Path) -> None:
-    write_imagefolder(tmp_path / "pets", suffix=".png")
-    write_imagefolder(tmp_path / "pets", suffix=".jpg", mode="L", n_per_class=2)
-    cfg = _config(
-        tmp_path, "imagefolder", "debug=fdr", f"data.path={tmp_path / 'pets'}", "data.image_size=32"
-    )
-
-    record = train(cfg)
-
-    assert cfg.model.num_classes == 3
-    assert "test/acc" in record["metrics"]
 
 
 def test_switching_to_cifar100_retargets_the_model_without_touching_data(tmp_path: Path) -> None:
@@ -191,58 +176,6 @@ def test_show_writes_a_png_grid(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_imagefolder_classes_come_from_the_folders(tmp_path: Path) -> None:
-    write_imagefolder(tmp_path, classes=("a", "b"))
-    datamodule = ImageFolderDataModule(path=str(tmp_path), image_size=32)
-    assert (datamodule.num_classes, datamodule.class_names) == (2, ("a", "b"))
-
-
-def test_imagefolder_skips_unreadable_files_with_one_warning_naming_them(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    write_imagefolder(tmp_path, splits=(), mode="RGBA")
-    (tmp_path / "cat" / "broken.png").write_bytes(b"not an image")
-    datamodule = ImageFolderDataModule(path=str(tmp_path), image_size=32, val_fraction=0.25)
-
-    datamodule.setup("fit")
-
-    assert "broken.png" in caplog.text
-    assert len(datamodule.train_set) + len(datamodule.val_set) == 24
-    images, _ = next(iter(datamodule._loader(datamodule.train_set, shuffle=False)))
-    assert images.shape[1:] == (3, 32, 32)  # RGBA converted to the configured channels
-
-    strict = ImageFolderDataModule(path=str(tmp_path), image_size=32, on_bad_image="error")
-    with pytest.raises(UserError, match="broken.png"):
-        strict.setup("fit")
-
-
-def test_imagefolder_survives_a_file_that_fails_to_decode_mid_epoch(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    write_imagefolder(tmp_path, splits=(), suffix=".jpg", n_per_class=4)
-    datamodule = ImageFolderDataModule(path=str(tmp_path), image_size=32, val_fraction=0.25)
-    datamodule.setup("fit")
-    path, _ = datamodule.train_set.samples[0]
-    path.write_bytes(path.read_bytes()[:200])  # truncated after the header check
-
-    images, _ = datamodule.train_set[0]
-
-    assert images.shape == (3, 32, 32)
-    assert path.name in caplog.text
-
-
-def test_imagefolder_rejects_empty_classes_and_mismatched_splits(tmp_path: Path) -> None:
-    write_imagefolder(tmp_path / "empty", splits=())
-    (tmp_path / "empty" / "owl").mkdir()
-    with pytest.raises(UserError, match="no images: .*owl"):
-        ImageFolderDataModule(path=str(tmp_path / "empty")).setup("fit")
-
-    write_imagefolder(tmp_path / "split")
-    (tmp_path / "split" / "val" / "fox").rename(tmp_path / "split" / "val" / "wolf")
-    with pytest.raises(UserError, match=r"only in val: \['wolf'\]; only in train: \['fox'\]"):
-        ImageFolderDataModule(path=str(tmp_path / "split")).setup("fit")
 
 
 def test_bad_option_names_the_choices() -> None:

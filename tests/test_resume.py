@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnzoo.utils.resume import find_last_checkpoint
+from cnnzoo.checkpoint import find_last_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # a short deterministic run: 3 epochs of 5 batches, cosine schedule over all 15 steps

@@ -6,6 +6,8 @@
 - ``${stem_for:<image size>}`` picks a network stem from the image size: ``small`` (3x3 stride-1,
   no max-pool) for images of at most 64 pixels a side, ``imagenet`` (the paper's stride-4 stem)
   above.
+- ``${run_dir:<ckpt_path>,<task dir>,<fresh dir>,<train>}`` is a run's output directory: the
+  resumed run's own when training resumes from a checkpoint of a cnnzoo run.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from cnnzoo.errors import UserError
 from cnnzoo.models.common import stem_for
 
 __all__ = [
@@ -25,6 +28,7 @@ __all__ = [
     "CONFIG_PATH",
     "config_options",
     "register_resolvers",
+    "validate",
 ]
 
 # The configs ship inside the package (configs/ in the checkout): Hydra reads them through
@@ -70,9 +74,86 @@ def _datamodule(name: str, *, _root_: DictConfig) -> Any:
 
 
 def register_resolvers() -> None:
-    for name, resolver in (("datamodule", _datamodule), ("stem_for", stem_for)):
+    from cnnzoo.checkpoint import run_dir_for
+
+    for name, resolver in (
+        ("datamodule", _datamodule),
+        ("stem_for", stem_for),
+        ("run_dir", run_dir_for),
+    ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 
 
 register_resolvers()
+
+
+# --- checking the values a user sets ------------------------------------------------------------
+
+_INT, _NUMBER = "an integer", "a number"
+
+
+_ABSENT = object()
+
+
+def _check(
+    cfg: DictConfig, key: str, kind: str, rule: str, ok: Any, nullable: bool = False
+) -> None:
+    parent_key, _, name = key.rpartition(".")
+    try:
+        parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+        if not isinstance(parent, DictConfig) or name not in parent:
+            return  # not part of this config
+        if OmegaConf.is_missing(parent, name):
+            return  # required and unset: Hydra says so itself
+        value = parent[name]
+    except Exception:  # an interpolation that cannot resolve: its own error comes later
+        return
+    if value is None and nullable:
+        return
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if not (whole if kind == _INT else numeric) or not ok(value):
+        shown = "null" if value is None else repr(value) if isinstance(value, str) else value
+        null = " (or null)" if nullable else ""
+        raise UserError(
+            f"{key}={shown} is not valid: expected {kind} {rule}{null}".replace("  ", " ")
+        )
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the values users set most, before anything is built: one message naming the key,
+    the value and what is allowed (constructors check the rest, and say so as clearly)."""
+    checks = [
+        ("seed", _INT, "", lambda v: True, True),
+        ("trainer.max_epochs", _INT, ">= 1, or -1 for no limit", lambda v: v >= 1 or v == -1),
+        ("trainer.min_epochs", _INT, ">= 0", lambda v: v >= 0, True),
+        ("trainer.accumulate_grad_batches", _INT, ">= 1", lambda v: v >= 1),
+        ("trainer.log_every_n_steps", _INT, ">= 1", lambda v: v >= 1),
+        ("trainer.check_val_every_n_epoch", _INT, ">= 1", lambda v: v >= 1, True),
+        ("trainer.gradient_clip_val", _NUMBER, ">= 0", lambda v: v >= 0, True),
+        ("data.batch_size", _INT, ">= 1", lambda v: v >= 1),
+        ("data.num_workers", _INT, ">= 0", lambda v: v >= 0, True),
+        (
+            "data.val_size",
+            _NUMBER,
+            "in [0, 1) (a fraction) or an integer count >= 0",
+            lambda v: (0 <= v < 1) or (isinstance(v, int) and v >= 0),
+            True,
+        ),
+        ("data.mixup_alpha", _NUMBER, ">= 0", lambda v: v >= 0),
+        ("data.cutmix_alpha", _NUMBER, ">= 0", lambda v: v >= 0),
+        ("data.mix_prob", _NUMBER, "in [0, 1]", lambda v: 0 <= v <= 1),
+        ("data.random_erasing", _NUMBER, "in [0, 1]", lambda v: 0 <= v <= 1),
+        ("data.crop_padding", _INT, ">= 0", lambda v: v >= 0),
+        ("model.optimizer.lr", _NUMBER, "> 0", lambda v: v > 0),
+        ("model.optimizer.weight_decay", _NUMBER, ">= 0", lambda v: v >= 0),
+        ("model.optimizer.momentum", _NUMBER, "in [0, 1)", lambda v: 0 <= v < 1),
+        ("model.label_smoothing", _NUMBER, "in [0, 1)", lambda v: 0 <= v < 1),
+        ("model.aux_loss_weight", _NUMBER, ">= 0", lambda v: v >= 0),
+        ("model.backbone_lr_scale", _NUMBER, ">= 0", lambda v: v >= 0),
+        ("model.scheduler.warmup_steps", _INT, ">= 0", lambda v: v >= 0),
+        ("model.scheduler.min_lr_ratio", _NUMBER, "in [0, 1]", lambda v: 0 <= v <= 1),
+    ]
+    for key, kind, rule, ok, *nullable in checks:
+        _check(cfg, key, kind, rule, ok, nullable=bool(nullable and nullable[0]))

@@ -19,8 +19,9 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from cnnzoo import console
 from cnnzoo.config import CONFIG_PATH
-from cnnzoo.errors import UserError
+from cnnzoo.errors import UserError, user_errors
 from cnnzoo.predict import load_for_inference
 
 __all__ = ["FORMATS", "export", "main"]
@@ -116,8 +117,15 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="export")
-def main(cfg: DictConfig) -> None:
-    export(cfg)
+def _main(cfg: DictConfig) -> None:
+    with user_errors():
+        export(cfg)
+
+
+def main() -> None:
+    console.prepare_command_line()
+    console.quiet_third_party_messages()
+    _main()
 
 
 if __name__ == "__main__":

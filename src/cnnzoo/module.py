@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -13,14 +11,16 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
-from torchmetrics import MaxMetric
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
 
-from cnnzoo.metrics import TopKAccuracy
+from cnnzoo.errors import check_choice
 from cnnzoo.optim import param_groups
 
-__all__ = ["ImageClassifier"]
+__all__ = ["STAGES", "ImageClassifier", "split_logits"]
 
 Batch = tuple[Tensor, Tensor]
+STAGES = ("train", "val", "test")
 
 
 def _plain(node: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -30,14 +30,30 @@ def _plain(node: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return None if node is None else dict(node)
 
 
+def split_logits(output: Tensor | Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    """``(logits, auxiliary logits)`` of a net's output: a tensor, or — in training, for nets with
+    auxiliary classifiers (GoogLeNet, torchvision's Inception) — a tuple whose first item is the
+    main head's logits."""
+    if isinstance(output, Tensor):
+        return output, []
+    logits, *aux = output
+    return logits, [a for a in aux if a is not None]
+
+
 class ImageClassifier(L.LightningModule):
     """Cross-entropy training of the network ``net`` (a Hydra config with a ``_target_``).
 
     The checkpoint's hyperparameters hold only plain data — the network's config, not the
-    network — so ``ImageClassifier.load_from_checkpoint(path)`` rebuilds it on its own and the
-    file loads under ``torch.load(weights_only=True)``.
+    network — so ``cnnzoo.checkpoint.load_classifier(path)`` rebuilds it on its own and the file
+    loads under ``torch.load(weights_only=True)``.
 
-    Accuracy is plain (micro-averaged) top-1 accuracy: correct predictions / all predictions.
+    Metrics (torchmetrics, summed over DDP processes when computed): ``<stage>/loss`` and
+    ``<stage>/acc`` (plain top-1 accuracy: correct / all), ``acc_top5`` past 5 classes for
+    validation and test, ``val/acc_best``. They are updated every step and logged once an epoch:
+    ``self.log`` costs ~1-2 ms a call in Lightning's result collection, a tenth of a small net's
+    step on a CPU. The training loss per step goes to the loggers every
+    ``trainer.log_every_n_steps`` optimizer steps as ``train/loss_step``; the epoch mean reaches
+    them as ``train/loss_epoch`` and the callbacks (checkpoint monitors) as ``train/loss``.
     """
 
     def __init__(
@@ -50,15 +66,14 @@ class ImageClassifier(L.LightningModule):
         scheduler_interval: str = "epoch",
         label_smoothing: float = 0.0,
         decay_norm_and_bias: bool = True,
+        backbone_lr_scale: float = 1.0,
         aux_loss_weight: float = 0.3,
         channels_last: bool = False,
         compile: bool = False,
+        input_shape: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        if scheduler_interval not in ("epoch", "step"):
-            raise ValueError(
-                f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
-            )
+        check_choice("model.scheduler_interval", scheduler_interval, ("epoch", "step"))
         self.save_hyperparameters(
             {
                 "net": _plain(net),
@@ -68,157 +83,151 @@ class ImageClassifier(L.LightningModule):
                 "scheduler_interval": scheduler_interval,
                 "label_smoothing": label_smoothing,
                 "decay_norm_and_bias": decay_norm_and_bias,
+                "backbone_lr_scale": backbone_lr_scale,
                 "aux_loss_weight": aux_loss_weight,
                 "channels_last": channels_last,
                 "compile": compile,
+                "input_shape": None if input_shape is None else list(input_shape),
             }
         )
-        self.net: nn.Module = instantiate(self.hparams.net)
+        # instantiated as the node `net`, so a refused argument's error names `net`
+        self.net: nn.Module = instantiate(OmegaConf.create({"net": self.hparams.net}).net)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         if compile:
             # compile in place: the state_dict keeps its keys, so checkpoints stay portable
             self.net.compile()
+        if input_shape is not None:
+            # the model summary's sizes and FLOPs, and the input check before training
+            self.example_input_array = torch.zeros(1, *input_shape)
 
-        # acc and, past 5 classes, acc_top5: one metric, one update a step
-        top_k = (1, 5) if num_classes > 5 else (1,)
-        self.train_acc = TopKAccuracy(top_k)
-        self.val_acc = TopKAccuracy(top_k)
-        self.test_acc = TopKAccuracy(top_k)
-        self.val_acc_best = MaxMetric()
-        self._loss_totals: dict[str, list] = {}
+        def accuracy(top_k: int) -> MulticlassAccuracy:
+            # no argument validation: it reads values back to the host, a device sync per step
+            return MulticlassAccuracy(
+                num_classes, top_k=top_k, average="micro", validate_args=False
+            )
+
+        top5 = {"acc_top5": accuracy(5)} if num_classes > 5 else {}
+        # one entry in the model summary; "<stage>_acc" keys (a ModuleDict cannot hold "train")
+        self.metrics = nn.ModuleDict(
+            {
+                "train_acc": MetricCollection({"acc": accuracy(1)}, prefix="train/"),
+                "val_acc": MetricCollection({"acc": accuracy(1), **top5}, prefix="val/"),
+                "test_acc": MetricCollection({"acc": accuracy(1), **top5}, prefix="test/"),
+                # "disable": the default NaN check reads the value back, a sync per step
+                **{f"{stage}_loss": MeanMetric(nan_strategy="disable") for stage in STAGES},
+                "val_acc_best": MaxMetric(),
+            }
+        )
+        self._last_logged_step = -1
+
+    @property
+    def metric_names(self) -> list[str]:
+        """Every metric this module logs (what a checkpoint or early stopping can monitor)."""
+        names = ["train/loss", "train/loss_epoch", "train/loss_step", "val/acc_best"]
+        for stage in STAGES:
+            names += [*self.metrics[f"{stage}_acc"].keys(keep_base=False), f"{stage}/loss"]
+        return names
 
     def forward(self, x: Tensor) -> Tensor:
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
-    def _loss(self, logits: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
-
-    def _step(self, batch: Batch, stage: str, metric: TopKAccuracy) -> Tensor:
+    def _step(self, batch: Batch, stage: str) -> Tensor:
         x, y = batch
-        if stage == "train" and getattr(self.net, "aux1", None) is not None:
-            # GoogLeNet's auxiliary classifiers add 0.3 x their losses in training (Szegedy 2015)
-            if self.hparams.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            logits, *aux = self.net.forward_with_aux(x)
-            aux_loss = sum(self._loss(out, y) for out in aux)
-            loss = self._loss(logits, y) + self.hparams.aux_loss_weight * aux_loss
-        else:
-            logits = self(x)
-            loss = self._loss(logits, y)
-        # MixUp/CutMix give soft targets (N x num_classes): metrics count the dominant class
-        metric.update(logits, y.argmax(dim=1) if y.ndim > 1 else y)
-        self._add_loss(stage, loss, len(y))
+        logits, aux = split_logits(self(x))
+        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        if aux:  # auxiliary classifiers, weighted 0.3 in GoogLeNet (Szegedy et al. 2015)
+            aux_loss = sum(
+                F.cross_entropy(a, y, label_smoothing=self.hparams.label_smoothing) for a in aux
+            )
+            loss = loss + self.hparams.aux_loss_weight * aux_loss
+        # MixUp/CutMix give soft targets (N x num_classes): accuracy counts the dominant class
+        target = y.argmax(dim=1) if y.ndim > 1 else y
+        self.metrics[f"{stage}_acc"].update(logits.detach(), target)
+        # the batch's mean loss once per image: a mean weighted by batch size. (MeanMetric's
+        # `weight=` is dropped when nan_strategy="disable", in torchmetrics 1.9.)
+        self.metrics[f"{stage}_loss"].update(loss.detach().expand(len(target)))
         return loss
 
-    def _add_loss(self, stage: str, loss: Tensor, batch_size: int) -> None:
-        """Sum the loss for the epoch mean; hand a training step's loss to the loggers when they
-        write.
-
-        ``self.log`` costs ~2 ms a call in Lightning's result collection (a tenth of a LeNet step
-        on CPU, benchmarks/RESULTS.md), so the epoch means (``<stage>/loss``) come from a running
-        sum logged once at epoch end, and a training step's loss (``train/loss_step``) is logged
-        only on the steps the loggers write (every ``trainer.log_every_n_steps``). Not on the
-        progress bar per step: the bar reads its values every batch, a device sync on GPUs.
-        """
-        detached = loss.detach()
-        total = self._loss_totals.get(stage)
-        if total is None:
-            # [sum of loss x batch size, images]; each stage its own (validation runs inside a
-            # training epoch); created here, as a resumed epoch skips on_train_epoch_start
-            total = self._loss_totals[stage] = [torch.zeros((), device=self.device), 0]
-        total[0] += detached * batch_size
-        total[1] += batch_size
-        trainer = self.trainer
-        if stage == "train" and (
-            (self.global_step + 1) % trainer.log_every_n_steps == 0 or trainer.fast_dev_run
-        ):
-            self.log("train/loss_step", detached, on_step=True, on_epoch=False)
-
-    def _reset_loss(self, stage: str) -> None:
-        self._loss_totals.pop(stage, None)
-
-    def _log_epoch_loss(self, stage: str) -> None:
-        if stage not in self._loss_totals:
-            return
-        loss_sum, count = self._loss_totals.pop(stage)
-        # averaged over all DDP processes, once
-        mean = self.trainer.strategy.reduce(loss_sum / count, reduce_op="mean")
-        if stage == "train":
-            # the loggers get it under Lightning's name for an epoch value; callbacks (checkpoint
-            # monitors, the run summary) see `train/loss`, as for the other stages
-            self.log("train/loss_epoch", mean, prog_bar=True)
-            self.log("train/loss", mean, logger=False)
-        else:
-            self.log(f"{stage}/loss", mean, prog_bar=True)
-
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._step(batch, "train", self.train_acc)
+        return self._step(batch, "train")
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._step(batch, "val", self.val_acc)
+        self._step(batch, "val")
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._step(batch, "test", self.test_acc)
+        self._step(batch, "test")
 
-    def _log_epoch_metrics(self, stage: str, metric: TopKAccuracy) -> dict[str, Tensor]:
-        # computed and logged once an epoch: logging the Metric objects from every step makes
-        # Lightning move each metric's state per call (benchmarks/RESULTS.md: ~6% of a LeNet
-        # step on CPU). compute() already syncs the states across DDP processes.
-        accuracies = metric.compute().reshape(-1)  # torchmetrics squeezes a 1-element result
-        names = ("acc", "acc_top5")[: len(accuracies)]
-        values = {f"{stage}/{name}": value for name, value in zip(names, accuracies, strict=True)}
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """The loss of every ``log_every_n_steps``-th optimizer step to the loggers, at that
+        step's 0-based index (Lightning's convention), straight to them: through ``self.log`` it
+        would cost on every step (see the class docstring)."""
+        trainer = self.trainer
+        done = trainer.global_step  # optimizer steps taken, this one included
+        if done % trainer.log_every_n_steps or done == self._last_logged_step:
+            return
+        self._last_logged_step = done
+        if trainer.is_global_zero and trainer.loggers:
+            loss = float(outputs["loss"])
+            for logger in trainer.loggers:
+                logger.log_metrics(
+                    {"train/loss_step": loss, "epoch": trainer.current_epoch}, step=done - 1
+                )
+
+    def _log_epoch(self, stage: str) -> dict[str, Tensor]:
+        accuracy, loss = self.metrics[f"{stage}_acc"], self.metrics[f"{stage}_loss"]
+        values = {**accuracy.compute(), f"{stage}/loss": loss.compute()}
+        accuracy.reset()
+        loss.reset()
+        if stage == "train":
+            # the loggers get Lightning's name for an epoch value; callbacks see `train/loss`
+            self.log("train/loss", values["train/loss"], logger=False)
+            values["train/loss_epoch"] = values.pop("train/loss")
         self.log_dict(values, prog_bar=True)
-        metric.reset()
         return values
-
-    def on_train_epoch_start(self) -> None:
-        self._reset_loss("train")
-
-    def on_validation_epoch_start(self) -> None:
-        self._reset_loss("val")
-
-    def on_test_epoch_start(self) -> None:
-        self._reset_loss("test")
-
-    def on_train_epoch_end(self) -> None:
-        self._log_epoch_loss("train")
-        self._log_epoch_metrics("train", self.train_acc)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch_loss("test")
-        self._log_epoch_metrics("test", self.test_acc)
 
     def on_train_start(self) -> None:
         # the sanity check's validation must not count towards the best accuracy
-        self.val_acc_best.reset()
+        self.metrics["val_acc_best"].reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
-            self.val_acc.reset()
+            self.metrics["val_acc"].reset()
+            self.metrics["val_loss"].reset()
             return
-        self._log_epoch_loss("val")
-        self.val_acc_best.update(self._log_epoch_metrics("val", self.val_acc)["val/acc"])
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+        values = self._log_epoch("val")
+        best = self.metrics["val_acc_best"]
+        best.update(values["val/acc"])
+        self.log("val/acc_best", best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
 
     def configure_optimizers(self) -> Any:
-        groups = param_groups(self.net, exclude_norm_and_bias=not self.hparams.decay_norm_and_bias)
+        scale = self.hparams.backbone_lr_scale
+        groups = param_groups(
+            self.net,
+            exclude_norm_and_bias=not self.hparams.decay_norm_and_bias,
+            **({"backbone_lr_scale": scale} if scale != 1 else {}),
+        )
         optimizer = instantiate(self.hparams.optimizer)(params=groups)
         if self.hparams.scheduler is None:
             return optimizer
-        build = instantiate(self.hparams.scheduler)
-        if (
-            "total_steps" in inspect.signature(build).parameters
-            and "total_steps" not in build.keywords
-        ):
-            # schedules over the whole run (cosine, one-cycle) learn its length from the trainer
-            steps = self.trainer.estimated_stepping_batches
-            if self.hparams.scheduler_interval == "epoch":
-                steps = self.trainer.max_epochs
-            build = functools.partial(build, total_steps=int(steps))
-        scheduler = build(optimizer=optimizer)
+        settings = dict(self.hparams.scheduler)
+        if "total_steps" in settings and settings["total_steps"] is None:
+            # a schedule over the whole run (cosine, one-cycle) whose config leaves its length
+            # to the trainer: batches, or epochs for a per-epoch schedule
+            settings["total_steps"] = (
+                self.trainer.max_epochs
+                if self.hparams.scheduler_interval == "epoch"
+                else self.trainer.estimated_stepping_batches
+            )
+        scheduler = instantiate(settings)(optimizer=optimizer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},

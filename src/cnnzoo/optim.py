@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -11,6 +12,8 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 __all__ = ["param_groups", "warmup_cosine", "warmup_multistep"]
+
+log = logging.getLogger(__name__)
 
 
 def param_groups(module: nn.Module, *, exclude_norm_and_bias: bool) -> list[dict[str, Any]]:
@@ -41,12 +44,23 @@ def warmup_cosine(
     """Linear warmup from 0 over ``warmup_steps``, then cosine decay to ``min_lr_ratio`` x lr.
 
     ``total_steps`` counts scheduler steps (batches for ``scheduler_interval=step``); the training
-    module fills it in from the trainer when the config leaves it out.
+    module fills it in from the trainer when the config leaves it out. A warmup as long as the
+    run or longer is shortened to half the run, with a warning: the run would end still warming.
     """
-    if not 0 <= warmup_steps < total_steps:
+    if total_steps < 1 or warmup_steps < 0:
         raise ValueError(
-            f"need 0 <= warmup_steps < total_steps, got {warmup_steps} and {total_steps}"
+            f"need total_steps >= 1 and warmup_steps >= 0, got {total_steps} and {warmup_steps}"
         )
+    if warmup_steps >= total_steps:
+        shortened = total_steps // 2
+        log.warning(
+            "model.scheduler.warmup_steps=%d is not shorter than the run (%d steps): "
+            "warming up over %d steps instead",
+            warmup_steps,
+            total_steps,
+            shortened,
+        )
+        warmup_steps = shortened
 
     def factor(step: int) -> float:
         if step < warmup_steps:

@@ -24,10 +24,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor
 
+from cnnzoo import console
+from cnnzoo.checkpoint import load_classifier
 from cnnzoo.config import CONFIG_PATH
-from cnnzoo.errors import UserError
+from cnnzoo.errors import UserError, user_errors
 from cnnzoo.eval import data_from_run
-from cnnzoo.module import ImageClassifier
+from cnnzoo.module import ImageClassifier, split_logits
 
 __all__ = ["IMAGE_SUFFIXES", "find_images", "load_for_inference", "main", "predict"]
 
@@ -39,12 +41,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 def load_for_inference(cfg: DictConfig) -> tuple[ImageClassifier, L.LightningDataModule]:
     """The checkpoint's model (eval mode, on CPU) and its datamodule (not set up)."""
     ckpt_path = Path(cfg.ckpt_path)
-    if not ckpt_path.is_file():
-        raise UserError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
+    model = load_classifier(ckpt_path)
     data_from_run(cfg, ckpt_path)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
-    model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
-    return model.eval(), datamodule
+    return model, datamodule
 
 
 def find_images(inputs: str) -> list[Path]:
@@ -128,7 +128,8 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
                 results.append({"path": str(path), "error": f"{type(error).__name__}: {error}"})
         if not batch:
             continue
-        probs = model(torch.stack(batch).to(device)).float().softmax(dim=1)
+        logits, _ = split_logits(model(torch.stack(batch).to(device)))
+        probs = logits.float().softmax(dim=1)
         top_p, top_i = probs.topk(k, dim=1)
         for path, p_row, i_row in zip(kept, top_p.tolist(), top_i.tolist(), strict=True):
             results.append(
@@ -154,7 +155,8 @@ def _print_table(results: list[dict[str, Any]]) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")
 def _main(cfg: DictConfig) -> None:
-    results = predict(cfg)
+    with user_errors():
+        results = predict(cfg)
     if cfg.get("output"):
         Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
         Path(cfg.output).write_text(json.dumps(results, indent=2) + "\n")
@@ -168,6 +170,8 @@ def _main(cfg: DictConfig) -> None:
 def main() -> None:
     # `--json` reads naturally on a command line; Hydra itself only takes key=value
     sys.argv = ["json=true" if arg == "--json" else arg for arg in sys.argv]
+    console.prepare_command_line()
+    console.quiet_third_party_messages()
     _main()
 
 

@@ -17,7 +17,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from cnnzoo import plots
@@ -300,11 +302,30 @@ def write_report(root: str | Path) -> Path:
 
 
 class ReportOnSweepEnd(Callback):
-    """Hydra callback: a multirun ends with its report in the sweep dir."""
+    """Hydra callback: a multirun ends with its report in the sweep dir.
+
+    Hydra's basic sweeper raises the first failed job's error once its jobs have run, and then
+    never calls ``on_multirun_end``; so once a job has failed, the report is rewritten after each
+    job, and the last one leaves it complete.
+    """
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            return
+        sweep_dir = Path(config.hydra.sweep.dir)
+        statuses = [
+            json.loads(path.read_text()).get("status") for path in sweep_dir.glob("*/summary.json")
+        ]
+        if any(status not in ("completed", "pruned", "running") for status in statuses):
+            self._write(sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._write(Path(config.hydra.sweep.dir))
+
+    @staticmethod
+    def _write(sweep_dir: Path) -> None:
         try:
-            write_report(config.hydra.sweep.dir)
+            write_report(sweep_dir)
         except Exception as error:  # a report must never turn a finished sweep into a failure
             log.warning("Could not write the sweep report: %s: %s", type(error).__name__, error)
 

@@ -1,9 +1,8 @@
-"""The training side of an Optuna search: report each epoch's validation metric to the trial,
-stop the job when the pruner says so, and fail it when the loss is not finite."""
+"""The training side of an Optuna search: report each epoch's validation metric to the trial and
+stop the job when the pruner says so."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,12 @@ class OptunaTrial(L.Callback):
     """Connects a training job to its trial in the study's storage (set up by the cnnzoo_optuna
     sweeper, which passes ``trial_number``; without one the callback does nothing).
 
-    ``optuna.TrialPruned`` raised here ends the job; the sweeper records the trial as pruned.
+    Only the global-rank-0 process talks to the study: in a DDP trial it reports the metric,
+    asks the pruner, and broadcasts the decision, so that every process stops after the same
+    epoch. A pruned job stops training (``trainer.should_stop``) and keeps the reason in
+    ``pruned``; the training entry point then ends the job with ``optuna.TrialPruned``, which the
+    sweeper records as a pruned trial. A diverging trial is stopped by the ``FiniteLoss``
+    callback and recorded as failed.
     """
 
     def __init__(
@@ -35,46 +39,34 @@ class OptunaTrial(L.Callback):
         self.trial_number = trial_number
         self.pruner = pruner
         self.trial: Any = None
+        self.pruned: str | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.trial_number is None:
+        if self.trial_number is None or not trainer.is_global_zero:
             return
         import optuna
 
-        study = optuna.load_study(
-            study_name=self.study_name, storage=self.storage, pruner=self.pruner
-        )
-        trial_id = study._storage.get_trial_id_from_study_id_trial_number(
-            study._study_id, self.trial_number
-        )
+        # the storage's interface is Optuna's public API for workers outside the study's process
+        storage = optuna.storages.get_storage(self.storage)
+        study_id = storage.get_study_id_from_name(self.study_name)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, self.trial_number)
+        study = optuna.load_study(study_name=self.study_name, storage=storage, pruner=self.pruner)
         self.trial = optuna.trial.Trial(study, trial_id)
-
-    def _check_finite(self, trainer: L.Trainer, when: str) -> None:
-        loss = trainer.callback_metrics.get("train/loss_epoch")
-        if loss is not None and not math.isfinite(float(loss)):
-            raise FloatingPointError(f"the training loss is {float(loss)} {when}")
-
-    # The module logs the epoch's loss in its own on_train_epoch_end, which Lightning calls after
-    # this callback's: the loss is checked before the next epoch trains, and at the end.
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch > 0:
-            self._check_finite(trainer, f"at epoch {trainer.current_epoch - 1}")
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._check_finite(trainer, "at the end of training")
 
     # on_validation_end, not on_validation_epoch_end: Lightning calls the module's epoch-end hook,
     # which logs the epoch's metrics, after the callbacks' one
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.trial is None or trainer.sanity_checking:
+        if self.trial_number is None or trainer.sanity_checking:
             return
-        import optuna
-
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is None:
-            return
-        self.trial.report(float(value), step=trainer.current_epoch)
-        if self.pruner is not None and self.trial.should_prune():
-            raise optuna.TrialPruned(
-                f"{self.monitor}={float(value):.4f} at epoch {trainer.current_epoch}"
-            )
+        reason = None
+        if self.trial is not None:
+            value = trainer.callback_metrics.get(self.monitor)
+            if value is not None:
+                epoch = trainer.current_epoch
+                self.trial.report(float(value), step=epoch)
+                if self.pruner is not None and self.trial.should_prune():
+                    reason = f"{self.monitor}={float(value):.4f} at epoch {epoch}"
+        reason = trainer.strategy.broadcast(reason, src=0)
+        if reason is not None:
+            self.pruned = reason
+            trainer.should_stop = True

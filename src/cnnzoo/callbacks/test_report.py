@@ -55,6 +55,8 @@ class TestReport(L.Callback):
     The logits are read with a forward hook on the LightningModule, so testing runs once.
     """
 
+    metric_names = ("test/f1_macro", "test/acc_balanced")
+
     def __init__(
         self, *, dirpath: str | None = None, num_misclassified: int = 32, num_samples: int = 32
     ) -> None:

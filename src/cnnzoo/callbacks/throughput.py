@@ -19,6 +19,8 @@ class Throughput(L.Callback):
     between steps; the one device sync is at the epoch's last batch.
     """
 
+    metric_names = ("train/images_per_s", "train/gpu_mem_gb")
+
     def __init__(self) -> None:
         self._images = 0
         self._start = 0.0

@@ -1,7 +1,9 @@
 """Datamodules. Each exposes num_classes, in_channels, image_size, class_names, mean and std."""
 
 from cnnzoo.data.base import ImageDataModule, TensorImageDataset, stratified_split
-from cnnzoo.data.benchmarks import (
+from cnnzoo.data.imagefolder import ImageFolderDataModule
+from cnnzoo.data.mnist_sample import MNISTSampleDataModule
+from cnnzoo.data.torchvision_datasets import (
     CIFAR10DataModule,
     CIFAR100DataModule,
     FashionMNISTDataModule,
@@ -9,8 +11,6 @@ from cnnzoo.data.benchmarks import (
     MNISTDataModule,
     SVHNDataModule,
 )
-from cnnzoo.data.imagefolder import ImageFolderDataModule
-from cnnzoo.data.mnist_sample import MNISTSampleDataModule
 
 __all__ = [
     "CIFAR100DataModule",

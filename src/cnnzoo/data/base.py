@@ -25,6 +25,7 @@ __all__ = [
     "TensorImageDataset",
     "TransformedTensorDataset",
     "default_num_workers",
+    "split_count",
     "stratified_split",
 ]
 
@@ -36,6 +37,18 @@ def default_num_workers() -> int:
     """All the CPUs this process may use (up to 8), leaving one to the training loop."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(MAX_AUTO_WORKERS, (cpus or 1) - 1))
+
+
+def split_count(size: int | float, total: int, key: str) -> int:
+    """How many of ``total`` images a split gets: ``size`` is a count, or a fraction in [0, 1)."""
+    if isinstance(size, float) and 0 <= size < 1:
+        return round(size * total)
+    if isinstance(size, int) and not isinstance(size, bool) and 0 <= size < total:
+        return size
+    raise UserError(
+        f"{key}={size} is not valid: give a fraction in [0, 1) or a count of images from 0 to "
+        f"{total - 1} (of the {total} available)"
+    )
 
 
 def stratified_split(labels: Tensor, sizes: Sequence[int], *, seed: int) -> list[Tensor]:

@@ -8,22 +8,26 @@ Two layouts are read from ``path``:
   the validation (and test) split.
 
 Images are decoded and augmented one by one in worker processes (``torchvision.transforms.v2``);
-grey, RGBA and palette images are converted to ``channels``. Files that are not readable images are
-left out with one warning naming them (``on_bad_image=warn``) or stop the run (``error``).
+grey, RGBA and palette images are converted to ``channels``. Setup lists the files in one pass and
+checks each image's header once (``check_images=header``; the result is cached, see
+``cnnzoo.data.image_files``) or trusts the file names (``none``). Files that are not readable
+images are left out with one warning naming them (``on_bad_image=warn``) or stop the run
+(``error``); ``python -m cnnzoo.data verify`` decodes every image in full.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from cnnzoo.data.base import ImageDataModule, stratified_split
+from cnnzoo.data.image_files import CHECKS, HeaderCache, image_files
 from cnnzoo.errors import UserError, check_choice
 
 __all__ = ["ImageFolderDataModule"]
@@ -40,23 +44,6 @@ def _class_folders(root: Path) -> list[str]:
     return sorted(entry.name for entry in root.iterdir() if entry.is_dir())
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(
-        path
-        for path in folder.rglob("*")
-        if path.is_file() and path.suffix.lower() in IMG_EXTENSIONS
-    )
-
-
-def _readable(path: Path) -> bool:
-    try:
-        with Image.open(path) as image:
-            image.verify()
-        return True
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
-        return False
-
-
 class ImageFileDataset(Dataset):
     """``(path, label)`` samples decoded with PIL, converted to ``mode`` and transformed.
 
@@ -66,7 +53,7 @@ class ImageFileDataset(Dataset):
     """
 
     def __init__(
-        self, samples: list[tuple[Path, int]], transform, *, mode: str, on_bad_image: str = "warn"
+        self, samples: list[tuple[str, int]], transform, *, mode: str, on_bad_image: str = "warn"
     ) -> None:
         self.samples = samples
         self.transform = transform
@@ -104,6 +91,7 @@ class ImageFolderDataModule(ImageDataModule):
         mean: tuple[float, ...] = IMAGENET_MEAN,
         std: tuple[float, ...] = IMAGENET_STD,
         val_fraction: float = 0.1,
+        check_images: str = "header",
         on_bad_image: str = "warn",
         augment: str = "imagenet",
         per_sample_transforms: bool = True,
@@ -119,13 +107,16 @@ class ImageFolderDataModule(ImageDataModule):
             raise UserError(f"data.channels={channels}: choose 1 (grey) or 3 (RGB)")
         if len(mean) != channels or len(std) != channels:
             raise UserError(f"data.mean and data.std need {channels} values, one per channel")
-        self.path = Path(path if path is not None else self.data_dir)
+        # absolute: the samples stay valid if the working directory changes, and the header cache
+        # is one per folder, whatever path leads there
+        self.path = Path(os.path.abspath(path if path is not None else self.data_dir))
         self.image_size = image_size
         self.resize_size = resize_size or round(image_size / CENTER_CROP_FRACTION)
         self.in_channels = channels
         self.mean = tuple(mean)
         self.std = tuple(std)
         self.val_fraction = val_fraction
+        self.check_images = check_choice("data.check_images", check_images, CHECKS)
         self.on_bad_image = check_choice("data.on_bad_image", on_bad_image, ("warn", "error"))
         self._class_names: tuple[str, ...] | None = None
 
@@ -174,34 +165,58 @@ class ImageFolderDataModule(ImageDataModule):
 
     # --- loading ------------------------------------------------------------------------------
 
-    def _samples(self, root: Path) -> list[tuple[Path, int]]:
-        samples, empty, bad = [], [], []
-        for label, name in enumerate(self.class_names):
-            files = _image_files(root / name)
-            readable = [path for path in files if _readable(path)]
-            bad += [path for path in files if path not in set(readable)]
-            if not readable:
-                empty.append(str(root / name))
-            samples += [(path, label) for path in readable]
-        if bad:
-            names = ", ".join(str(path) for path in bad[:20]) + (" …" if len(bad) > 20 else "")
-            if self.on_bad_image == "error":
-                raise UserError(f"{len(bad)} files are not readable images: {names}")
-            log.warning("Skipping %d files that are not readable images: %s", len(bad), names)
+    def _labelled_files(self, root: Path) -> list[list[str]]:
+        """The image files of each class folder under ``root``, in label order."""
+        return [list(image_files(root / name)) for name in self.class_names]
+
+    def all_files(self) -> list[str]:
+        """Every file of every split with an image extension, unchecked (``verify`` decodes
+        them)."""
+        return [
+            path
+            for root in self.layout.values()
+            for files in self._labelled_files(root)
+            for path in files
+        ]
+
+    def _samples(self) -> dict[str, list[tuple[str, int]]]:
+        """The ``(path, label)`` samples of each split; the files that are not readable images
+        named in one warning (or error) for all splits."""
+        headers = HeaderCache(self.path) if self.check_images == "header" else None
+        samples, empty = {}, []
+        for split, root in self.layout.items():
+            samples[split] = []
+            for label, files in enumerate(self._labelled_files(root)):
+                if headers is not None:
+                    files = headers.readable(files)
+                if not files:
+                    empty.append(str(root / self.class_names[label]))
+                samples[split] += [(path, label) for path in files]
+        if headers is not None:
+            headers.save()
+            self._report_bad(headers.bad)
         if empty:
             raise UserError(f"class folders with no images: {', '.join(empty)}")
         return samples
 
-    def _dataset(self, samples: list[tuple[Path, int]], *, train: bool) -> ImageFileDataset:
+    def _report_bad(self, bad: list[str]) -> None:
+        if not bad:
+            return
+        names = ", ".join(bad[:20]) + (" …" if len(bad) > 20 else "")
+        if self.on_bad_image == "error":
+            raise UserError(f"{len(bad)} files are not readable images: {names}")
+        log.warning("Skipping %d files that are not readable images: %s", len(bad), names)
+
+    def _dataset(self, samples: list[tuple[str, int]], *, train: bool) -> ImageFileDataset:
         transform = self.sample_transforms(train=train, resize_size=self.resize_size)
         mode = "RGB" if self.in_channels == 3 else "L"
         return ImageFileDataset(samples, transform, mode=mode, on_bad_image=self.on_bad_image)
 
     def load(self) -> None:
-        layout = self.layout
-        train = self._samples(layout["train"])
-        if "val" in layout:
-            val = self._samples(layout["val"])
+        splits = self._samples()
+        train = splits["train"]
+        if "val" in splits:
+            val = splits["val"]
         else:
             if not 0 < self.val_fraction < 1:
                 raise UserError(
@@ -213,8 +228,12 @@ class ImageFolderDataModule(ImageDataModule):
             val_index, train_index = stratified_split(
                 labels, (n_val, len(train) - n_val), seed=self.split_seed
             )
-            train, val = [train[i] for i in train_index], [train[i] for i in val_index]
-        test = self._samples(layout["test"]) if "test" in layout else val
+            # plain ints: indexing with a million 0-d tensors takes seconds
+            train, val = (
+                [train[i] for i in train_index.tolist()],
+                [train[i] for i in val_index.tolist()],
+            )
+        test = splits.get("test", val)
         self.train_set = self._dataset(train, train=True)
         self.val_set = self._dataset(val, train=False)
         self.test_set = self._dataset(test, train=False)

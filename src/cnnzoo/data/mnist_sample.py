@@ -12,9 +12,12 @@ from importlib import resources
 import numpy as np
 import torch
 
-from cnnzoo.data.base import ImageDataModule, stratified_split
+from cnnzoo.data.base import ImageDataModule, split_count, stratified_split
+from cnnzoo.errors import UserError
 
 __all__ = ["MNISTSampleDataModule"]
+
+SAMPLE_SIZE = 5000
 
 
 class MNISTSampleDataModule(ImageDataModule):
@@ -29,15 +32,25 @@ class MNISTSampleDataModule(ImageDataModule):
     hflip = False
 
     def __init__(
-        self, *, train_size: int = 4000, val_size: int = 500, test_size: int = 500, **kwargs
+        self,
+        *,
+        train_size: int | float = 4000,
+        val_size: int | float = 500,
+        test_size: int | float = 500,
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if train_size + val_size + test_size > 5000:
-            raise ValueError(
-                f"train_size + val_size + test_size = {train_size + val_size + test_size}, "
-                "but the bundled sample holds 5000 images"
+        # counts, or fractions of the 5,000 images
+        sizes = tuple(
+            split_count(size, SAMPLE_SIZE, f"data.{name}_size")
+            for name, size in (("train", train_size), ("val", val_size), ("test", test_size))
+        )
+        if sum(sizes) > SAMPLE_SIZE:
+            raise UserError(
+                f"data.train_size + data.val_size + data.test_size = {sum(sizes)}, but the "
+                f"bundled sample holds {SAMPLE_SIZE} images"
             )
-        self.sizes = (train_size, val_size, test_size)
+        self.sizes = sizes
 
     def load(self) -> None:
         with resources.files("cnnzoo.data").joinpath("mnist_5k.npz").open("rb") as f:

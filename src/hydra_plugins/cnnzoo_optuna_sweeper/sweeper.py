@@ -29,10 +29,11 @@ from typing import Any, Dict, Optional  # noqa: UP035
 import yaml
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
+
+from cnnzoo.records import one_line
 
 __all__ = ["OptunaSweeper", "OptunaSweeperConf", "suggest"]
 
@@ -133,9 +134,9 @@ class OptunaSweeper(Sweeper):
             load_if_exists=True,
         )
         study.set_user_attr("metric", self.config.get("optimized_metric"))
-        stale = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+        stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         for trial in stale:  # interrupted: fail it, and try its parameters again first
-            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             study.enqueue_trial(trial.params, skip_if_exists=False)
             log.info("Trial %d was interrupted; it is retried", trial.number)
         return study
@@ -199,23 +200,33 @@ class OptunaSweeper(Sweeper):
             )
             self._tell(study, trial, result)
         self._write_best(study, fixed, sweep_dir)
+        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if not complete:
+            from cnnzoo.errors import UserError
+
+            # a search that found nothing is a failure, not a success with an empty result
+            raise UserError(
+                f"no trial of the study {study.study_name!r} completed "
+                f"({len(study.trials)} trials: see {sweep_dir}/summary.md for each one's error)"
+            )
         return study
 
     def _tell(self, study: Any, trial: Any, result: Any) -> None:
         import optuna
 
-        if result.status == JobStatus.FAILED:
-            error = result._return_value
-            if isinstance(error, optuna.TrialPruned):
-                log.info("Trial %d pruned: %s", trial.number, error)
-                trial.set_user_attr("note", f"pruned: {error}")
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            else:
-                log.warning("Trial %d failed: %s: %s", trial.number, type(error).__name__, error)
-                trial.set_user_attr("note", f"{type(error).__name__}: {error}")
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        try:
+            # JobReturn.return_value re-raises the job's exception when the job failed
+            value = result.return_value
+        except optuna.TrialPruned as error:
+            log.info("Trial %d pruned: %s", trial.number, error)
+            trial.set_user_attr("note", f"pruned: {error}")
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             return
-        value = result.return_value
+        except Exception as error:
+            log.warning("Trial %d failed: %s: %s", trial.number, type(error).__name__, error)
+            trial.set_user_attr("note", one_line(f"{type(error).__name__}: {error}"))
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            return
         if value is None or not math.isfinite(float(value)):
             log.warning("Trial %d returned %s: recorded as failed", trial.number, value)
             trial.set_user_attr("note", f"metric is {value}")

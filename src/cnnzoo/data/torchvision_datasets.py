@@ -17,7 +17,7 @@ from torch import Tensor
 from torchvision import datasets
 from torchvision.datasets import VisionDataset
 
-from cnnzoo.data.base import ImageDataModule, stratified_split
+from cnnzoo.data.base import ImageDataModule, split_count, stratified_split
 from cnnzoo.errors import UserError
 
 __all__ = [
@@ -71,7 +71,7 @@ class TorchvisionDataModule(ImageDataModule):
         self,
         *,
         download: bool = False,
-        val_size: int | None = None,
+        val_size: int | float | None = None,
         augment: str = "standard",
         **kwargs,
     ) -> None:
@@ -131,14 +131,8 @@ class TorchvisionDataModule(ImageDataModule):
     def load(self) -> None:
         pools = {split: self.tensors(self._open(split, download=False)) for split in self.splits()}
         images, labels = pools["train"]
-        if not 0 <= self.val_size < len(labels):
-            raise UserError(
-                f"data.val_size={self.val_size} must be at least 0 and below the "
-                f"{len(labels)} training images"
-            )
-        val, train = stratified_split(
-            labels, (self.val_size, len(labels) - self.val_size), seed=self.split_seed
-        )
+        n_val = split_count(self.val_size, len(labels), "data.val_size")
+        val, train = stratified_split(labels, (n_val, len(labels) - n_val), seed=self.split_seed)
         train_images, train_labels = images[train], labels[train]
         if "extra" in pools:
             train_images = torch.cat([train_images, pools["extra"][0]])

@@ -4,26 +4,51 @@ of its jobs (``summary.csv`` and ``summary.md``) rewritten as each job ends."""
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_job_summary", "write_sweep_summary"]
+__all__ = [
+    "JOB_SUMMARY",
+    "one_line",
+    "read_job_summary",
+    "write_job_summary",
+    "write_sweep_summary",
+]
 
 JOB_SUMMARY = "summary.json"
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    """Readers (a report, a sweep's other jobs) never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text(text)
+    os.replace(temp, path)
+
+
 def write_job_summary(output_dir: str | Path, record: dict[str, Any]) -> Path:
     path = Path(output_dir) / JOB_SUMMARY
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    _write_atomically(path, json.dumps(record, indent=2, default=str) + "\n")
     return path
+
+
+def read_job_summary(output_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(output_dir) / JOB_SUMMARY
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def one_line(text: str) -> str:
+    """A multi-line error as one table cell: its lines joined, pipes escaped."""
+    return " ⏎ ".join(line.strip() for line in text.strip().splitlines() if line.strip())
 
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
-    return "" if value is None else str(value)
+    return "" if value is None else one_line(str(value)).replace("|", "\\|")
 
 
 def write_sweep_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
@@ -53,13 +78,12 @@ def write_sweep_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
         }
         for job in jobs
     ]
-    with open(sweep_dir / "summary.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_atomically(sweep_dir / "summary.csv", table.getvalue())
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += [
-        "| " + " | ".join(_cell(row[c]).replace("|", "\\|") for c in columns) + " |" for row in rows
-    ]
-    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows]
+    _write_atomically(sweep_dir / "summary.md", "\n".join(lines) + "\n")
     return rows

@@ -1,0 +1,290 @@
+"""Checkpoints: saved atomically, found, read with clear errors, and loaded without running code.
+
+- ``AtomicCheckpointIO`` (the trainer's checkpoint plugin) writes every checkpoint to a temporary
+  file beside its destination, fsyncs it and renames it into place: a save killed halfway (kill -9,
+  a full disk) leaves the previous file intact, and a save that fails stops the run naming the
+  path and the reason.
+- ``read_checkpoint`` loads a file with ``torch.load(weights_only=True)`` and turns a missing,
+  empty, truncated or foreign file into one message; ``check_targets`` refuses any ``_target_`` in
+  a checkpoint's (or a run's saved) config outside an allowlist, so a shared file runs no code.
+- ``load_classifier`` rebuilds the ``ImageClassifier`` of a checkpoint: what eval, predict, export
+  and the test at the end of training all use.
+- ``resume_checkpoint`` / ``run_dir_for`` decide what a resumed run reads and where it writes:
+  a resumed run continues in its own run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import zipfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
+
+from cnnzoo.errors import UserError
+
+if TYPE_CHECKING:
+    from cnnzoo.module import ImageClassifier
+
+__all__ = [
+    "ALLOWED_TARGETS",
+    "AtomicCheckpointIO",
+    "CheckpointSaveError",
+    "check_targets",
+    "find_last_checkpoint",
+    "load_classifier",
+    "read_checkpoint",
+    "resume_checkpoint",
+    "run_config",
+    "run_dir_for",
+]
+
+log = logging.getLogger(__name__)
+
+# What a checkpoint's hyperparameters or a run's saved config may instantiate: cnnzoo's nets,
+# optimisation and data, torch's layers and optimisers. timm and torchvision nets are built through
+# cnnzoo.models.backbones, which takes a model name, never a callable.
+ALLOWED_TARGETS = (
+    "cnnzoo.models.",
+    "cnnzoo.optim.",
+    "cnnzoo.data.",
+    "torch.nn.",
+    "torch.optim.",
+)
+TEMP_SUFFIX = ".tmp"
+
+
+class CheckpointSaveError(UserError):
+    """A checkpoint could not be written (unwritable folder, full disk, ...)."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint IO, with saves that are atomic in the destination folder.
+
+    Lightning's own save writes through a temporary file that fsspec puts in the system temp dir,
+    then moves it: across filesystems the move is a copy, and a kill during it leaves a truncated
+    checkpoint; a permission error is swallowed. Remote paths (``s3://``...) keep Lightning's way.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options=storage_options)
+            return
+        path = Path(path)
+        temp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(temp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, path)
+            _fsync_dir(path.parent)
+        except OSError as error:
+            temp.unlink(missing_ok=True)
+            reason = error.strerror or str(error)
+            raise CheckpointSaveError(
+                f"could not save the checkpoint {path}: {reason}; nothing was overwritten, and "
+                "the run stopped so that no more training goes unsaved"
+            ) from error
+
+    def remove_checkpoint(self, path: Any) -> None:
+        # ModelCheckpoint removes a file it replaces; a missing one is not an error
+        if "://" not in str(path):
+            Path(path).unlink(missing_ok=True)
+        else:
+            super().remove_checkpoint(path)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX; not possible on Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def _targets(node: Any, key: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(node, Mapping):
+        for name, value in node.items():
+            child = f"{key}.{name}" if key else str(name)
+            if name == "_target_":
+                yield key or "<root>", str(value)
+            else:
+                yield from _targets(value, child)
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            yield from _targets(value, f"{key}[{index}]")
+
+
+def check_targets(config: Any, *, source: str | Path) -> None:
+    """Refuse a config that would instantiate anything outside :data:`ALLOWED_TARGETS`."""
+    if isinstance(config, DictConfig):
+        config = OmegaConf.to_container(config, resolve=False)
+    for key, target in _targets(config):
+        module = target.rsplit(".", 1)[0] + "."
+        if not target.startswith(ALLOWED_TARGETS) or "__" in target or ".__main__." in module:
+            raise UserError(
+                f"{source}: refusing to load it: `{key}._target_: {target}` is not something "
+                f"cnnzoo builds (allowed: {', '.join(p + '*' for p in ALLOWED_TARGETS)}). "
+                "A checkpoint or config from elsewhere may only name cnnzoo's own classes"
+            )
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint at ``path``, loaded on the CPU with ``weights_only=True`` and checked: a
+    cnnzoo checkpoint (hyperparameters + state dict) whose config names only allowed targets."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"ckpt_path={path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is empty: it is not a checkpoint (an interrupted copy?)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UserError(
+            f"{path} cannot be read as a checkpoint (truncated or not a PyTorch file): "
+            f"{type(error).__name__}: {first_line[:200]}"
+        ) from error
+    if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= set(
+        checkpoint
+    ):
+        plain = isinstance(checkpoint, dict) and all(
+            isinstance(v, torch.Tensor) for v in checkpoint.values()
+        )
+        hint = (
+            " It holds a plain state dict (weights only): start training from it with "
+            f"`model.net.weights={path}`."
+            if plain
+            else ""
+        )
+        raise UserError(f"{path} is not a cnnzoo checkpoint (no hyperparameters).{hint}")
+    check_targets(checkpoint["hyper_parameters"], source=path)
+    return checkpoint
+
+
+def load_classifier(path: str | Path) -> ImageClassifier:
+    """The ``ImageClassifier`` a checkpoint holds, on the CPU, in eval mode.
+
+    With an EMA callback the checkpoint's ``state_dict`` holds the averaged weights (the ones
+    validation scored), and these are what every consumer loads.
+    """
+    from cnnzoo.module import ImageClassifier
+
+    checkpoint = read_checkpoint(path)
+    model = ImageClassifier(**checkpoint["hyper_parameters"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()
+
+
+def run_config(ckpt_path: str | Path) -> DictConfig | None:
+    """The saved config of the run that wrote ``ckpt_path`` (``<run>/checkpoints/x.ckpt``),
+    checked like a checkpoint; ``None`` when the file is not inside a run directory."""
+    saved = Path(ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        return None
+    config = OmegaConf.load(saved)
+    check_targets(OmegaConf.to_container(config.get("data") or {}), source=saved)
+    return config  # type: ignore[return-value]
+
+
+# --- resuming -----------------------------------------------------------------------------------
+
+
+def _checkpoints(folder: Path) -> list[Path]:
+    return [p for p in folder.glob("*.ckpt") if not p.name.startswith(".")]
+
+
+def find_last_checkpoint(task_dir: str | Path) -> Path | None:
+    """The newest ``last.ckpt`` of the runs (and multirun jobs) under ``logs/<task_name>``."""
+    task_dir = Path(task_dir)
+    found = [
+        *task_dir.glob("runs/*/checkpoints/last.ckpt"),
+        *task_dir.glob("multiruns/*/*/checkpoints/last.ckpt"),
+    ]
+    return max(found, key=lambda path: path.stat().st_mtime, default=None)
+
+
+def run_dir_for(ckpt_path: str | None, task_dir: str, fresh: str, train: bool = True) -> str:
+    """The directory a run writes to (the ``hydra.run.dir`` resolver): resuming training from a
+    checkpoint of a cnnzoo run (``last`` or ``<run>/checkpoints/<file>``) continues that run's
+    directory — its checkpoints, logs, summary and W&B run; anything else gets ``fresh``."""
+    if ckpt_path is None or not train:
+        return fresh
+    ckpt = find_last_checkpoint(task_dir) if str(ckpt_path) == "last" else Path(ckpt_path)
+    if ckpt is None:
+        return fresh
+    run_dir = ckpt.parent.parent
+    return str(run_dir) if (run_dir / ".hydra").is_dir() else fresh
+
+
+def _epoch_and_step(path: Path) -> tuple[int, int]:
+    checkpoint = read_checkpoint(path)
+    return int(checkpoint.get("epoch", -1)), int(checkpoint.get("global_step", -1))
+
+
+def resume_checkpoint(ckpt_path: str | None, task_dir: str | Path) -> str | None:
+    """The checkpoint ``trainer.fit`` resumes from, for ``ckpt_path`` = a file, ``last`` or None.
+
+    A file that cannot be read (truncated by a kill, empty) is replaced by the newest readable
+    checkpoint of the same run, with a warning; with none, one message names the file. Temporary
+    files of interrupted saves are removed.
+    """
+    if ckpt_path is None:
+        return None
+    if str(ckpt_path) == "last":
+        found = find_last_checkpoint(task_dir)
+        if found is None:
+            raise UserError(
+                f"ckpt_path=last: no run under {task_dir} has checkpoints/last.ckpt; "
+                "give a checkpoint file instead (ckpt_path=<run>/checkpoints/last.ckpt)"
+            )
+        log.info("ckpt_path=last: resuming from %s", found)
+        path = found
+    else:
+        path = Path(ckpt_path)
+    for stale in path.parent.glob(f".*{TEMP_SUFFIX}"):
+        stale.unlink(missing_ok=True)
+    try:
+        read_checkpoint(path)
+        return str(path)
+    except UserError as error:
+        problem = error
+    readable = []
+    for other in _checkpoints(path.parent):
+        if other == path:
+            continue
+        try:
+            readable.append((_epoch_and_step(other), other))
+        except UserError:
+            continue
+    if not readable:
+        raise UserError(f"cannot resume: {problem}")
+    (epoch, step), fallback = max(readable)
+    log.warning(
+        "%s; resuming instead from %s (epoch %d, step %d), the newest readable checkpoint "
+        "of the run",
+        problem,
+        fallback,
+        epoch,
+        step,
+    )
+    return str(fallback)

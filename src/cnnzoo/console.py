@@ -1,0 +1,103 @@
+"""What the entry points print before Hydra runs: the command line made friendlier, the optional
+packages a command needs checked, and third-party messages that say nothing about the run
+filtered out — each one by its text and origin, so every other warning still shows."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from cnnzoo.errors import UserError
+
+__all__ = ["prepare_command_line", "quiet_third_party_messages", "quietly"]
+
+# groups that may be switched off entirely: `logger=null` reads naturally, but Hydra refuses
+# null for a config group; its own spelling is `~logger`
+_OPTIONAL_GROUPS = ("logger", "callbacks")
+# a command-line choice -> (module it needs, cnnzoo extra, what needs it)
+_EXTRAS = (
+    (
+        re.compile(r"^hydra/launcher=(slurm|local)$"),
+        "hydra_plugins.hydra_submitit_launcher",
+        "slurm",
+    ),
+    (re.compile(r"^hparams_search=.+"), "optuna", "optuna"),
+    (re.compile(r"^hydra/sweeper=cnnzoo_optuna$"), "optuna", "optuna"),
+)
+
+
+def prepare_command_line(argv: list[str] | None = None) -> None:
+    """Rewrite ``sys.argv`` in place: ``logger=null`` -> ``~logger`` (also ``callbacks``), and
+    refuse, in one message, an option whose optional package is not installed."""
+    from cnnzoo.trackers import require_extra
+
+    args = sys.argv if argv is None else argv
+    for i, arg in enumerate(args[1:], start=1):
+        key, _, value = arg.partition("=")
+        if key in _OPTIONAL_GROUPS and value in ("null", "none", "[]"):
+            args[i] = f"~{key}"
+        for pattern, module, extra in _EXTRAS:
+            if pattern.match(arg):
+                try:
+                    require_extra(module, extra, arg)
+                except UserError as error:
+                    user_error_exit(error)
+
+
+# (message regex, module regex) of warnings that describe a library, not the user's run
+_IGNORED_WARNINGS = (
+    # Lightning calls a torch API that torch deprecated; nothing a user can change
+    (r".*isinstance\(treespec, LeafSpec\)` is deprecated", r"lightning\..*"),
+)
+# (logger, message regex) of info lines that say nothing about the run
+_IGNORED_LOG_LINES = (
+    ("lightning.pytorch.utilities.rank_zero", r"^💡 Tip: .*litlogger"),
+    ("lightning.pytorch.utilities.rank_zero", r"^(TPU|HPU) available: "),
+    ("lightning.pytorch.utilities.rank_zero", r"^Loading `train_dataloader` to estimate"),
+    ("lightning.pytorch.utilities.rank_zero", r"^Trainer already configured with model summary"),
+)
+
+
+class _DropLines(logging.Filter):
+    def __init__(self, patterns: list[str]) -> None:
+        super().__init__()
+        self.patterns = [re.compile(p) for p in patterns]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(p.search(message) for p in self.patterns)
+
+
+def quiet_third_party_messages() -> None:
+    """Filter the third-party warnings and info lines listed above (and nothing else)."""
+    for message, module in _IGNORED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, module=module)
+    by_logger: dict[str, list[str]] = {}
+    for name, pattern in _IGNORED_LOG_LINES:
+        by_logger.setdefault(name, []).append(pattern)
+    for name, patterns in by_logger.items():
+        logging.getLogger(name).addFilter(_DropLines(patterns))
+
+
+@contextmanager
+def quietly(*names: str) -> Iterator[None]:
+    """Only warnings and errors from these loggers while the block runs."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def user_error_exit(error: UserError) -> None:
+    """Print one error line and exit 1, as Hydra does for its own errors."""
+    print(f"Error: {error}", file=sys.stderr)
+    sys.exit(1)

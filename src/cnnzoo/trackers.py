@@ -1,0 +1,150 @@
+"""Instantiate the callback and logger groups (name -> ``_target_`` node); trackers' run identity.
+
+A W&B run's id is kept in ``<run dir>/wandb_run_id``: a run resumed in its own directory
+continues its W&B run (same id, ``resume="allow"``) instead of starting another.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import netrc
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning import Callback
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from cnnzoo.errors import UserError
+
+__all__ = [
+    "WANDB_ID_FILE",
+    "finish_wandb_run",
+    "instantiate_callbacks",
+    "instantiate_loggers",
+    "require_extra",
+    "run_identity",
+]
+
+log = logging.getLogger(__name__)
+
+WANDB_ID_FILE = "wandb_run_id"
+# logger class name -> (module it needs, the cnnzoo extra that installs it)
+LOGGER_EXTRAS = {
+    "WandbLogger": ("wandb", "wandb"),
+    "TensorBoardLogger": ("tensorboard", "tensorboard"),
+}
+
+
+def require_extra(module: str, extra: str, feature: str) -> None:
+    """One message naming the extra to install when an optional package is missing."""
+    if importlib.util.find_spec(module) is None or sys.modules.get(module, True) is None:
+        raise UserError(
+            f"{feature} needs the package '{module}', which is not installed: "
+            f"pip install 'cnnzoo[{extra}]' (or 'cnnzoo[all]')"
+        )
+
+
+def _targets(cfg: DictConfig | None, group: str) -> list[DictConfig]:
+    if cfg is None:
+        return []
+    if not isinstance(cfg, DictConfig):
+        raise UserError(f"the {group} config must be a mapping of names to _target_ nodes")
+    # a node set to null (e.g. `callbacks.rich_progress_bar=null`) switches that entry off
+    return [node for node in cfg.values() if isinstance(node, DictConfig) and "_target_" in node]
+
+
+def instantiate_callbacks(cfg: DictConfig | None, *, has_logger: bool = True) -> list[Callback]:
+    callbacks = [instantiate(node) for node in _targets(cfg, "callbacks")]
+    if not has_logger:
+        # it has nothing to log to, and Lightning refuses it without a logger
+        callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
+    return callbacks
+
+
+def run_identity() -> tuple[str, str]:
+    """(group, name) of this job: in a multirun the sweep dir's name and the job's overrides."""
+    if not HydraConfig.initialized():
+        return "", ""
+    hydra_cfg = HydraConfig.get()
+    overrides = ",".join(hydra_cfg.overrides.task) or "defaults"
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return (
+            f"{hydra_cfg.job.name}/{hydra_cfg.sweep.dir.rstrip('/').rsplit('/', 1)[-1]}",
+            overrides,
+        )
+    return hydra_cfg.job.name, overrides
+
+
+def _wandb_credentials_found() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1]
+        return netrc.netrc().authenticators(host.split("/")[0]) is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def _wandb_node(node: DictConfig, run_dir: Path) -> DictConfig:
+    """The W&B logger's config for this job: its group and name, and its run id — the one kept
+    in the run dir when the run is being resumed there, else a new one (written down)."""
+    offline = node.get("offline") or os.environ.get("WANDB_MODE") in ("offline", "disabled")
+    if not offline and not _wandb_credentials_found():
+        # an online run without credentials would prompt for them; a sweep must never wait
+        raise UserError(
+            "logger=wandb is online but no W&B credentials were found: run `wandb login` once, "
+            "set WANDB_API_KEY, or log offline with logger.wandb.offline=true "
+            "(or WANDB_MODE=offline)"
+        )
+    group, name = run_identity()
+    node = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
+    id_file = run_dir / WANDB_ID_FILE
+    with open_dict(node):
+        node.group = node.get("group") or group or None
+        node.name = node.get("name") or name or None
+        # the Dashboard callback logs the checkpoints (offline too; best and latest)
+        node.pop("log_model", None)
+        if node.get("id") is None:
+            if id_file.is_file():
+                node.id = id_file.read_text().strip()
+                node.resume = "allow"
+            else:
+                node.id = secrets.token_hex(4)  # W&B's own format: 8 lowercase hex digits
+                _write_text(id_file, node.id)
+    return node
+
+
+@rank_zero_only
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+
+
+def instantiate_loggers(cfg: DictConfig | None, run_dir: str | Path | None = None) -> list[Logger]:
+    loggers = []
+    for node in _targets(cfg, "logger"):
+        kind = str(node._target_).rsplit(".", 1)[-1]
+        if kind in LOGGER_EXTRAS:
+            module, extra = LOGGER_EXTRAS[kind]
+            require_extra(module, extra, f"logger={extra}")
+        if kind == "WandbLogger":
+            node = _wandb_node(node, Path(run_dir or "."))
+        loggers.append(instantiate(node))
+    return loggers
+
+
+def finish_wandb_run(*, failed: bool) -> None:
+    """End this job's W&B run, so the next job of a multirun starts its own: Lightning's
+    WandbLogger attaches to a run still open in the process (one run, two jobs' history)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish(exit_code=1 if failed else 0)

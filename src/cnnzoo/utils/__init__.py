@@ -1,1 +1,0 @@
-"""Helpers for the entry points: instantiation from config and run records."""
