@@ -179,9 +179,14 @@ class Dashboard(L.Callback):
                 run.log_artifact(artifact, aliases=entry["aliases"])
                 self._logged_checkpoints[file] = path.stat().st_mtime
 
+    # log_model="all": the checkpoints saved after validation are there at the training epoch's
+    # end; those saved at its end (last.ckpt) come after this callback's hook (checkpoint
+    # callbacks run last), so they are logged when the next epoch starts, or when fitting ends
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.log_model == "all":
+            self._log_checkpoints(trainer)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # the checkpoints of this epoch's validation are saved by now (checkpoint callbacks run
-        # last); one saved at the end of a training epoch is caught an epoch later, or at fit end
         if self.log_model == "all":
             self._log_checkpoints(trainer)
 
