@@ -58,7 +58,7 @@ def history(path: str | Path) -> list[dict[str, Any]]:
 
 
 def run_info(path: str | Path) -> dict[str, Any]:
-    """The run record (group, name, job type) and the config keys it was given."""
+    """The run record (id, group, name, job type) and the config keys it was given."""
     info: dict[str, Any] = {"config": {}}
     for r in records(path):
         kind = r.WhichOneof("record_type")
@@ -73,3 +73,43 @@ def run_info(path: str | Path) -> dict[str, Any]:
         elif kind == "config":
             info["config"].update({i.key: json.loads(i.value_json) for i in r.config.update})
     return info
+
+
+def summary(path: str | Path) -> dict[str, Any]:
+    """The run summary as it stands at the end: every summary update applied in order, nested
+    keys joined with ``/`` (``{"val/acc": {"max": 0.9}}``)."""
+    values: dict[str, Any] = {}
+    for r in records(path):
+        if r.WhichOneof("record_type") == "summary":
+            for item in r.summary.update:
+                values[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return values
+
+
+def metric_definitions(path: str | Path) -> dict[str, dict[str, Any]]:
+    """``run.define_metric`` calls by name (or glob): step metric and summary operations."""
+    definitions = {}
+    for r in records(path):
+        if r.WhichOneof("record_type") == "metric":
+            metric = r.metric
+            summaries = [field.name for field, on in metric.summary.ListFields() if on]
+            definitions[metric.name or metric.glob_name] = {
+                "step_metric": metric.step_metric,
+                "summary": summaries,
+            }
+    return definitions
+
+
+def artifacts(path: str | Path) -> list[dict[str, Any]]:
+    """Artifacts the run logged, in order: name, type, aliases, files, metadata."""
+    return [
+        {
+            "name": r.artifact.name,
+            "type": r.artifact.type,
+            "aliases": list(r.artifact.aliases),
+            "files": [entry.path for entry in r.artifact.manifest.contents],
+            "metadata": json.loads(r.artifact.metadata or "{}"),
+        }
+        for r in records(path)
+        if r.WhichOneof("record_type") == "artifact"
+    ]

@@ -2,8 +2,9 @@
 
 Every ``summary.json`` under the directory is a run. The report — ``report.csv``, ``report.md``,
 ``acc_vs_params.png``, ``acc_vs_flops.png``, ``learning_curves.png`` and, for an Optuna search,
-``trials.csv`` and ``trials.png`` — goes to ``<dir>/report/``. It reads only files the CSV logger
-and the run records write, so it works offline. ``ReportOnSweepEnd`` writes it at a sweep's end.
+``trials.csv`` and the study's plots — goes to ``<dir>/report/``. It reads only what the runs
+recorded (``summary.json``, the CSV logger's ``metrics.csv``, the Optuna study), so it works
+offline and never rebuilds a network. ``ReportOnSweepEnd`` writes it at a sweep's end.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnzoo import plots
 
-__all__ = ["ReportOnSweepEnd", "collect_runs", "main", "net_cost", "write_report"]
+__all__ = ["ReportOnSweepEnd", "collect_runs", "main", "run_labels", "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,9 @@ STUDY_DB = "optuna.db"
 # the accuracy the plots show: the first of these that a run logged
 ACCURACY_KEYS = ("test/acc", "val/acc_best", "val/acc")
 CURVE_METRICS = ("val/acc", "val/loss", "train/loss_epoch")
+STAT_METRICS = ("model/params", "model/flops")
+# overrides that tell jobs apart without describing them: never part of a run's label
+IDENTITY_KEYS = ("optuna_trial",)
 
 
 def _yaml(path: Path) -> Any:
@@ -44,35 +48,25 @@ def _first(metrics: dict[str, float], keys: tuple[str, ...]) -> float | None:
     return None
 
 
-def net_cost(cfg: DictConfig) -> tuple[int, int]:
-    """(parameters, forward FLOPs per image) of the network a training config describes."""
-    from hydra.utils import instantiate
-
-    import cnnzoo.config  # noqa: F401  (registers the resolvers the model config uses)
-    from cnnzoo.models.stats import count_flops, count_parameters
-
-    net = instantiate(cfg.model.net)
-    # the data node alone: its paths (data_dir) do not change the shapes
-    data = OmegaConf.merge(cfg.data, {"data_dir": "."})
-    probe = OmegaConf.create(
-        {"data": data, "c": "${datamodule:in_channels}", "s": "${datamodule:image_size}"}
-    )
-    return count_parameters(net), count_flops(net, (int(probe.c), int(probe.s), int(probe.s)))
-
-
-def _cost_from_config(run_dir: Path) -> tuple[int | None, int | None]:
-    saved = run_dir / ".hydra" / "config.yaml"
-    if not saved.is_file():
-        return None, None
-    try:
-        return net_cost(OmegaConf.load(saved))
-    except Exception as error:  # an old or foreign config: the report goes on without its cost
-        log.warning("Could not rebuild the network of %s: %s", run_dir, error)
-        return None, None
+def _read_metrics_csv(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], dict[str, float]]:
+    """The CSV logger's per-epoch curves, and the model's size and cost that ``ModelStats``
+    logged (a resumed run has one ``csv/version_<n>`` per part)."""
+    curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    stats: dict[str, float] = {}
+    for metrics_csv in sorted(run_dir.glob("csv/version_*/metrics.csv")):
+        with open(metrics_csv, newline="") as f:
+            for line in csv.DictReader(f):
+                for name in CURVE_METRICS:
+                    if line.get(name) and line.get("epoch"):
+                        curves[name].append((int(float(line["epoch"])), float(line[name])))
+                for name in STAT_METRICS:
+                    if line.get(name):
+                        stats[name] = float(line[name])
+    return dict(curves), stats
 
 
 def collect_runs(root: Path) -> list[dict[str, Any]]:
-    """One row per run under ``root``: identity, status, metrics, size, cost and speed."""
+    """One row per run under ``root``: identity, label, status, metrics, size, cost, speed."""
     rows = []
     for summary in sorted(root.rglob("summary.json")):
         run_dir = summary.parent
@@ -84,36 +78,99 @@ def collect_runs(root: Path) -> list[dict[str, Any]]:
         metrics = {k: v for k, v in (record.get("metrics") or {}).items() if "_step" not in k}
         hydra_cfg = _yaml(run_dir / ".hydra" / "hydra.yaml") or {}
         choices = (hydra_cfg.get("hydra") or {}).get("runtime", {}).get("choices", {})
-        model = choices.get("model") or ""
-        params = metrics.get("model/params", record.get("params"))
-        flops = metrics.get("model/flops", record.get("flops"))
-        if params is None or flops is None:
-            params, flops = _cost_from_config(run_dir)
+        curves, stats = _read_metrics_csv(run_dir)
+        stats.update({k: v for k, v in metrics.items() if k in STAT_METRICS})
+        params, flops = stats.get("model/params"), stats.get("model/flops")
         rows.append(
             {
                 "run": str(run_dir.relative_to(root)) or ".",
-                "model": model,
-                "overrides": " ".join(record.get("overrides", [])),
+                "model": choices.get("model") or "",
+                "overrides": list(record.get("overrides", [])),
                 "status": record.get("status", ""),
                 "accuracy": _first(metrics, ACCURACY_KEYS),
-                "params": params,
-                "flops": flops,
+                "params": None if params is None else int(params),
+                "flops": None if flops is None else int(flops),
                 "train_time_s": record.get("train_time_s"),
-                "images_per_s": next(
-                    (v for k, v in metrics.items() if "images_per_s" in k or "throughput" in k),
-                    record.get("images_per_s"),
-                ),
+                "images_per_s": metrics.get("train/images_per_s"),
                 "metrics": metrics,
-                "dir": run_dir,
+                "curves": curves,
             }
         )
+    labels, _ = run_labels([row["overrides"] for row in rows])
+    for row, label in zip(rows, labels, strict=True):
+        row["varied"] = label
+        row["label"] = " ".join(label) or row["model"] or row["run"]
+    _disambiguate(rows)
     return rows
 
 
-def _label(row: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    """The architecture's name; runs of one model config that differ in the net get their run."""
-    same = [r for r in rows if r["model"] == row["model"] and r["params"] != row["params"]]
-    return f"{row['model'] or row['run']} ({row['run']})" if same else row["model"] or row["run"]
+def _split(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), value
+
+
+def _short_value(value: str) -> str:
+    """Numbers as a person would write them (``0.0012345678`` → ``0.00123``)."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    if value.lstrip("-").isdigit():
+        return value
+    return f"{number:.3g}"
+
+
+def run_labels(overrides: list[list[str]]) -> tuple[list[list[str]], list[str]]:
+    """What tells each run apart: per run, the ``key=value`` overrides whose value is not the
+    same in every run (keys shortened to their last part where that stays unambiguous, numbers
+    to 3 significant digits); and the overrides every run shares.
+
+    ``[["model=lenet", "seed=1", "debug=limit"], ["model=mlp", "seed=1", "debug=limit"]]`` →
+    ``([["model=lenet"], ["model=mlp"]], ["seed=1", "debug=limit"])``.
+    """
+    parsed = [
+        dict(
+            _split(o)
+            for o in run
+            if not _split(o)[0].startswith("hydra.") and _split(o)[0] not in IDENTITY_KEYS
+        )
+        for run in overrides
+    ]
+    keys = list(dict.fromkeys(key for run in parsed for key in run))
+    varied = [k for k in keys if len({run.get(k) for run in parsed}) > 1]
+    tails = [k.rsplit(".", 1)[-1] for k in varied]
+    short = {k: t if tails.count(t) == 1 else k for k, t in zip(varied, tails, strict=True)}
+    labels = [[f"{short[k]}={_short_value(run[k])}" for k in varied if k in run] for run in parsed]
+    shared = [f"{k}={parsed[0][k]}" for k in keys if k not in varied] if parsed else []
+    return labels, shared
+
+
+def _disambiguate(rows: list[dict[str, Any]]) -> None:
+    """Runs with the same label (the same overrides, e.g. repeated in a runs dir) get their dir."""
+    counts: dict[str, int] = defaultdict(int)
+    for row in rows:
+        counts[row["label"]] += 1
+    for row in rows:
+        if counts[row["label"]] > 1:
+            row["label"] = f"{row['label']} ({row['run']})"
+
+
+def _architectures(rows: list[dict[str, Any]], cost: str) -> list[tuple[str, float, float]]:
+    """One ``(label, cost, accuracy)`` point per network (model config and size): its best run,
+    labelled by the overrides its runs share (what chose the network), e.g. ``model=lenet``."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if row["accuracy"] is not None and row[cost]:
+            groups[(row["model"], row["params"], row["flops"])].append(row)
+    points = []
+    for runs in groups.values():
+        best = max(runs, key=lambda r: r["accuracy"])
+        shared = set.intersection(*(set(r["varied"]) for r in runs))
+        label = " ".join(p for p in best["varied"] if p in shared) or best["model"] or best["run"]
+        if len(runs) > 1:
+            label += f" (best of {len(runs)})"
+        points.append((label, float(best[cost]), float(best["accuracy"])))
+    return sorted(points, key=lambda p: (p[1], p[2]))
 
 
 def _cell(value: Any) -> str:
@@ -134,43 +191,59 @@ def _markdown(columns: list[str], rows: list[dict[str, Any]]) -> list[str]:
     return lines + ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
 
 
-def _curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    for metrics_csv in sorted(run_dir.glob("csv/version_*/metrics.csv")):
-        with open(metrics_csv, newline="") as f:
-            for line in csv.DictReader(f):
-                for name in CURVE_METRICS:
-                    if line.get(name) and line.get("epoch"):
-                        curves[name].append((int(float(line["epoch"])), float(line[name])))
-    return dict(curves)
-
-
-def _study_trials(root: Path) -> tuple[list[dict[str, Any]], str | None]:
-    """The trials of every Optuna study stored in ``root/optuna.db`` (a search's sweep dir)."""
+def _studies(root: Path) -> list[Any]:
+    """Every Optuna study stored in ``root/optuna.db`` (a search's sweep dir)."""
     db = root / STUDY_DB
     if not db.is_file():
-        return [], None
+        return []
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = f"sqlite:///{db}"
-    trials = []
-    metric = None
-    for summary in optuna.get_all_study_summaries(storage):
-        study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        metric = study.user_attrs.get("metric", metric)
-        for trial in study.trials:
-            trials.append(
-                {
-                    "study": summary.study_name,
-                    "trial": trial.number,
-                    "state": trial.state.name,
-                    "value": trial.value,
-                    **{f"param:{k}": v for k, v in trial.params.items()},
-                    "note": trial.user_attrs.get("note", ""),
-                }
-            )
-    return trials, metric
+    return [
+        optuna.load_study(study_name=summary.study_name, storage=storage)
+        for summary in optuna.get_all_study_summaries(storage)
+    ]
+
+
+def _search_section(studies: list[Any], rows: list[dict[str, Any]], out: Path) -> list[str]:
+    """``trials.csv``, the studies' plots and the best trial, as lines of ``report.md``."""
+    import optuna
+
+    trials = [
+        {
+            "study": study.study_name,
+            "trial": trial.number,
+            "state": trial.state.name,
+            "value": trial.value,
+            **{f"param:{k}": v for k, v in trial.params.items()},
+            "note": trial.user_attrs.get("note", ""),
+        }
+        for study in studies
+        for trial in study.trials
+    ]
+    if not trials:
+        return []
+    columns = list(dict.fromkeys(k for t in trials for k in t))
+    _write_table(out / "trials.csv", columns, trials)
+    md = ["", "## Search", "", *_markdown(columns, trials)]
+    for study in studies:
+        prefix = "" if len(studies) == 1 else f"{study.study_name}_"
+        metric = study.user_attrs.get("metric") or "value"
+        for name, figure in plots.study_figures(study, metric=metric).items():
+            plots.save(figure, out / f"{prefix}{name}.png")
+            md += ["", f"![{name.removeprefix('optuna_')}]({prefix}{name}.png)"]
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if not complete:
+            continue
+        best = study.best_trial
+        md += ["", f"Best trial of {study.study_name}: **{best.number}**"]
+        md[-1] += f" ({metric} = {best.value:.4f})"
+        md += [f"- `{k}` = {v}" for k, v in best.params.items()]
+        job = next((r for r in rows if r["run"] == str(best.number)), None)
+        if job:
+            md += [f"- params: {_cell(job['params'])}, FLOPs: {_cell(job['flops'])}"]
+    return md
 
 
 def write_report(root: str | Path) -> Path:
@@ -178,10 +251,14 @@ def write_report(root: str | Path) -> Path:
     root = Path(root)
     out = root / "report"
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*.png"):  # figures an earlier report drew that this one may not
+        stale.unlink()
     rows = collect_runs(root)
+    _, shared = run_labels([row["overrides"] for row in rows])
     metric_names = sorted({name for row in rows for name in row["metrics"]})
     columns = [
         "run",
+        "label",
         "model",
         "overrides",
         "status",
@@ -191,62 +268,34 @@ def write_report(root: str | Path) -> Path:
         "images_per_s",
         *metric_names,
     ]
-    table = [{**row, **row["metrics"]} for row in rows]
+    table = [{**row, **row["metrics"], "overrides": " ".join(row["overrides"])} for row in rows]
     _write_table(out / "report.csv", columns, table)
-    short = [
-        "run",
-        "model",
-        "overrides",
-        "status",
-        "accuracy",
-        "params",
-        "flops",
-        "train_time_s",
-        "images_per_s",
-    ]
+    short = ["run", "label", "status", "accuracy", "params", "flops", "train_time_s"]
     md = [
         f"# Report: {root}",
         "",
-        f"{len(rows)} runs. `accuracy` is the first of "
-        f"{', '.join(ACCURACY_KEYS)} that a run logged; every metric is in report.csv.",
+        f"{len(rows)} runs. `label`: the overrides that differ between runs"
+        + (f"; every run also had `{' '.join(shared)}`" if shared and len(rows) > 1 else "")
+        + f". `accuracy` is the first of {', '.join(ACCURACY_KEYS)} that a run logged; "
+        "every metric is in report.csv.",
         "",
     ]
     md += _markdown(short, rows)
 
-    done = [r for r in rows if r["accuracy"] is not None]
-    for cost, label in (("params", "parameters"), ("flops", "FLOPs per image")):
-        best: dict[str, tuple[str, float, float]] = {}
-        for row in done:
-            if row[cost]:
-                name = _label(row, done)
-                if name not in best or row["accuracy"] > best[name][2]:
-                    best[name] = (name, float(row[cost]), float(row["accuracy"]))
-        if best:
-            figure = plots.scatter_figure(list(best.values()), xlabel=label, ylabel="accuracy")
+    for cost, label in (("params", "parameters"), ("flops", "forward FLOPs per image")):
+        points = _architectures(rows, cost)
+        if len(points) > 1:  # a comparison of networks
+            figure = plots.scatter_figure(
+                points, xlabel=label, ylabel="accuracy", title=f"Accuracy against {label}"
+            )
             plots.save(figure, out / f"acc_vs_{cost}.png")
-            md += ["", f"![accuracy vs {label}](acc_vs_{cost}.png)"]
-    curves = {row["run"]: _curves(row["dir"]) for row in rows}
-    curves = {run: c for run, c in curves.items() if c}
+            md += ["", f"![accuracy against {label}](acc_vs_{cost}.png)"]
+    curves = {row["label"]: row["curves"] for row in rows if row["curves"]}
     if curves:
-        plots.save(plots.learning_curves_figure(curves), out / "learning_curves.png")
+        figure = plots.learning_curves_figure(curves, metrics=CURVE_METRICS)
+        plots.save(figure, out / "learning_curves.png")
         md += ["", "![learning curves](learning_curves.png)"]
-
-    trials, metric = _study_trials(root)
-    if trials:
-        trial_columns = list(dict.fromkeys(k for t in trials for k in t))
-        _write_table(out / "trials.csv", trial_columns, trials)
-        points = [(t["trial"], t["value"], t["state"]) for t in trials]
-        plots.save(plots.trials_figure(points, metric=metric or "value"), out / "trials.png")
-        md += ["", "## Search", "", *_markdown(trial_columns, trials), "", "![trials](trials.png)"]
-        complete = [t for t in trials if t["state"] == "COMPLETE" and t["value"] is not None]
-        if complete:
-            maximise = metric is None or "loss" not in metric
-            top = (max if maximise else min)(complete, key=lambda t: t["value"])
-            job = next((r for r in rows if r["run"] == str(top["trial"])), None)
-            md += ["", f"Best trial: **{top['trial']}** ({metric} = {top['value']:.4f})"]
-            md += [f"- `{k[6:]}` = {v}" for k, v in top.items() if k.startswith("param:")]
-            if job:
-                md += [f"- params: {_cell(job['params'])}, FLOPs: {_cell(job['flops'])}"]
+    md += _search_section(_studies(root), rows, out)
     (out / "report.md").write_text("\n".join(md) + "\n")
     log.info("Report of %d runs written to %s", len(rows), out)
     return out
@@ -288,9 +337,9 @@ def main(argv: list[str] | None = None) -> None:
     if not args.dir.is_dir():
         parser.error(f"{args.dir}: no such directory")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out = write_report(args.dir)
     if not collect_runs(args.dir):
         parser.exit(1, f"no runs (summary.json files) found under {args.dir}\n")
+    out = write_report(args.dir)
     print(f"Wrote {out}/report.md")
 
 

@@ -111,6 +111,8 @@ def _wandb_node(node: DictConfig, run_dir: Path) -> DictConfig:
     with open_dict(node):
         node.group = node.get("group") or group or None
         node.name = node.get("name") or name or None
+        # the Dashboard callback logs the checkpoints (offline too; best and latest)
+        node.pop("log_model", None)
         if node.get("id") is None:
             if id_file.is_file():
                 node.id = id_file.read_text().strip()

@@ -1,5 +1,6 @@
 """Lightning callbacks that cnnzoo's configs name in ``configs/callbacks/``."""
 
+from cnnzoo.callbacks.dashboard import Dashboard, tracker_links
 from cnnzoo.callbacks.finite_loss import FiniteLoss, NonFiniteLossError
 from cnnzoo.callbacks.interrupt_checkpoint import InterruptCheckpoint
 from cnnzoo.callbacks.model_stats import ModelStats
@@ -10,6 +11,7 @@ from cnnzoo.callbacks.test_report import TestReport
 from cnnzoo.callbacks.throughput import Throughput
 
 __all__ = [
+    "Dashboard",
     "FiniteLoss",
     "InterruptCheckpoint",
     "ModelStats",
@@ -19,4 +21,5 @@ __all__ = [
     "RngState",
     "TestReport",
     "Throughput",
+    "tracker_links",
 ]

@@ -1,20 +1,23 @@
 """At the end of testing: per-class accuracy, macro F1, the confusion matrix and the most
-confidently misclassified images — written to files and sent to every logger that holds images."""
+confidently misclassified images — written to files and sent to every logger that holds images;
+W&B also gets an interactive confusion matrix and a table of predictions."""
 
 from __future__ import annotations
 
 import csv
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
 from cnnzoo import plots
+from cnnzoo.callbacks.images import class_names, displayable, log_image_file
 
 __all__ = ["TestReport", "class_metrics"]
 
@@ -42,17 +45,24 @@ class TestReport(L.Callback):
 
     Metrics logged (so they reach ``summary.json``): ``test/f1_macro`` and ``test/acc_balanced``
     (mean per-class accuracy). Files under ``dirpath``: ``per_class.csv``,
-    ``confusion_matrix.csv``/``.png`` and ``misclassified.png``. TensorBoard gets the figures as
-    images, W&B as images plus a per-class table; other loggers (CSV) rely on the files.
+    ``confusion_matrix.csv``/``.png`` and ``misclassified.png`` (the ``num_misclassified`` most
+    confident mistakes). TensorBoard gets the figures as images (``test/confusion_matrix``,
+    ``test/misclassified``); W&B gets them as images too, plus the table ``test/per_class``, the
+    interactive chart ``test/confusion_matrix_chart`` and the table ``test/predictions`` (image,
+    true and predicted class, confidence) of the mistakes and of ``num_samples`` fixed test images
+    (the first images of every batch, spread over the set); other loggers (CSV) rely on the files.
 
     The logits are read with a forward hook on the LightningModule, so testing runs once.
     """
 
     metric_names = ("test/f1_macro", "test/acc_balanced")
 
-    def __init__(self, *, dirpath: str | None = None, num_misclassified: int = 32) -> None:
+    def __init__(
+        self, *, dirpath: str | None = None, num_misclassified: int = 32, num_samples: int = 32
+    ) -> None:
         self.dirpath = dirpath
         self.num_misclassified = num_misclassified
+        self.num_samples = num_samples
         self._hook: Any = None
         self._logits: Tensor | None = None
 
@@ -62,6 +72,12 @@ class TestReport(L.Callback):
             num_classes, num_classes, dtype=torch.long, device=pl_module.device
         )
         self.wrong: dict[str, Tensor] = {}
+        self.sample: dict[str, Tensor] = {}
+        batches = trainer.num_test_batches[0] if trainer.num_test_batches else 0
+        # the first images of each batch: a sample over the whole (unshuffled) test set
+        self._per_batch = (
+            math.ceil(self.num_samples / batches) if 0 < batches < math.inf else self.num_samples
+        )
 
         def keep_logits(module: Any, inputs: Any, output: Tensor) -> None:
             self._logits = output.detach()
@@ -88,16 +104,18 @@ class TestReport(L.Callback):
         self.matrix += torch.bincount(targets * n + predicted, minlength=n * n).view(n, n)
         mistakes = predicted != targets
         if mistakes.any() and self.num_misclassified > 0:
-            found = {
-                "images": images[mistakes].detach().float().cpu(),
-                "true": targets[mistakes].cpu(),
-                "predicted": predicted[mistakes].cpu(),
-                "confidence": confidence[mistakes].cpu(),
-            }
+            found = _select(images, targets, predicted, confidence, mistakes)
             if self.wrong:
                 found = {k: torch.cat([self.wrong[k], v]) for k, v in found.items()}
             keep = found["confidence"].argsort(descending=True)[: self.num_misclassified]
             self.wrong = {k: v[keep] for k, v in found.items()}
+        taken = len(self.sample.get("true", ()))
+        if taken < self.num_samples:
+            first = slice(0, min(self._per_batch, self.num_samples - taken))
+            found = _select(images, targets, predicted, confidence, first)
+            if self.sample:
+                found = {k: torch.cat([self.sample[k], v]) for k, v in found.items()}
+            self.sample = found
         self._logits = None
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -110,17 +128,11 @@ class TestReport(L.Callback):
         if trainer.is_global_zero:
             self.write(trainer, matrix, per_class)
 
-    def _class_names(self, trainer: L.Trainer, num_classes: int) -> list[str]:
-        names = getattr(trainer.datamodule, "class_names", None)
-        if names is not None and len(names) == num_classes:
-            return [str(name) for name in names]
-        return [str(i) for i in range(num_classes)]
-
     def _dirpath(self, trainer: L.Trainer) -> Path:
         return Path(self.dirpath or Path(trainer.default_root_dir) / "test_report")
 
     def write(self, trainer: L.Trainer, matrix: Tensor, per_class: dict[str, Tensor]) -> None:
-        names = self._class_names(trainer, matrix.shape[0])
+        names = class_names(trainer, matrix.shape[0])
         out = self._dirpath(trainer)
         out.mkdir(parents=True, exist_ok=True)
         columns = ["class", "support", "accuracy", "precision", "f1"]
@@ -140,40 +152,67 @@ class TestReport(L.Callback):
         }
         if self.wrong:
             figures["misclassified"] = plots.misclassified_figure(
-                self._displayable(trainer, self.wrong["images"]),
+                displayable(trainer, self.wrong["images"]),
                 [names[i] for i in self.wrong["true"]],
                 [names[i] for i in self.wrong["predicted"]],
                 self.wrong["confidence"].tolist(),
             )
         paths = {key: plots.save(figure, out / f"{key}.png") for key, figure in figures.items()}
         log.info("Test report written to %s", out)
+        for key, path in paths.items():
+            log_image_file(trainer, f"test/{key}", path)
         for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                for key, path in paths.items():
-                    image = _read_png(path)
-                    logger.experiment.add_image(f"test/{key}", image, dataformats="HWC")
-            elif isinstance(logger, WandbLogger):
-                for key, path in paths.items():
-                    logger.log_image(key=f"test/{key}", images=[str(path)])
+            if isinstance(logger, WandbLogger):
                 logger.log_table(key="test/per_class", columns=columns, data=rows)
+                self._log_wandb_predictions(trainer, logger, matrix, names)
 
-    @staticmethod
-    def _displayable(trainer: L.Trainer, images: Tensor) -> np.ndarray:
-        """Undo the datamodule's normalisation: ``N x C x H x W`` → ``N x H x W x C`` in [0, 1]."""
-        mean = getattr(trainer.datamodule, "mean", None)
-        std = getattr(trainer.datamodule, "std", None)
-        if mean is not None and std is not None and len(mean) == images.shape[1]:
-            images = images * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(
-                1, -1, 1, 1
-            )
-        else:  # unknown normalisation: stretch each image to [0, 1]
-            low = images.amin(dim=(1, 2, 3), keepdim=True)
-            high = images.amax(dim=(1, 2, 3), keepdim=True)
-            images = (images - low) / (high - low).clamp(min=1e-8)
-        return images.clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    def _log_wandb_predictions(
+        self, trainer: L.Trainer, logger: WandbLogger, matrix: Tensor, names: list[str]
+    ) -> None:
+        import wandb
+
+        # the chart counts (true, predicted) pairs: one pair per test image, from the matrix
+        pairs = matrix.nonzero()
+        counts = matrix[pairs[:, 0], pairs[:, 1]]
+        chart = wandb.plot.confusion_matrix(
+            y_true=pairs[:, 0].repeat_interleave(counts).tolist(),
+            preds=pairs[:, 1].repeat_interleave(counts).tolist(),
+            class_names=names,
+            title="Confusion matrix (test)",
+        )
+        columns = ["subset", "image", "true", "predicted", "confidence", "correct"]
+        data = []
+        for subset, found in (("sample", self.sample), ("mistake", self.wrong)):
+            if not found:
+                continue
+            for image, true, predicted, confidence in zip(
+                displayable(trainer, found["images"]),
+                found["true"].tolist(),
+                found["predicted"].tolist(),
+                found["confidence"].tolist(),
+                strict=True,
+            ):
+                # wandb.Image casts floats to uint8 as they are: [0, 1] would be black
+                pixels = (image * 255).round().astype(np.uint8)
+                picture = wandb.Image(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels)
+                data.append(
+                    [subset, picture, names[true], names[predicted], confidence, true == predicted]
+                )
+        logger.log_metrics(
+            {
+                "test/confusion_matrix_chart": chart,
+                "test/predictions": wandb.Table(columns=columns, data=data),
+            },
+            step=trainer.global_step,
+        )
 
 
-def _read_png(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.open(path).convert("RGB"))
+def _select(
+    images: Tensor, targets: Tensor, predicted: Tensor, confidence: Tensor, index: Any
+) -> dict[str, Tensor]:
+    return {
+        "images": images[index].detach().float().cpu(),
+        "true": targets[index].cpu(),
+        "predicted": predicted[index].cpu(),
+        "confidence": confidence[index].cpu(),
+    }

@@ -16,7 +16,6 @@ a file would be skipped mid-epoch), 0 if all decode.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from hydra.errors import HydraException
 from hydra.utils import instantiate
 from torch import Tensor
 
+from cnnzoo import plots
 from cnnzoo.config import CONFIG_MODULE
 from cnnzoo.data.base import ImageDataModule
 from cnnzoo.data.image_files import decode_errors
@@ -52,40 +52,13 @@ def augmented_batch(datamodule: ImageDataModule, n: int, *, seed: int) -> tuple[
     return images.cpu(), labels.cpu()
 
 
-def _title(target: Tensor, class_names: Sequence[str]) -> str:
-    if target.ndim == 0:
-        return class_names[int(target)]
-    weights, classes = target.topk(min(2, len(target)))
-    return "\n".join(
-        f"{class_names[int(c)]} {float(w):.2f}"
-        for w, c in zip(weights, classes, strict=True)
-        if w > 0.005
-    )
-
-
 def save_grid(datamodule: ImageDataModule, images: Tensor, labels: Tensor, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    mean = torch.tensor(datamodule.mean).view(1, -1, 1, 1)
-    std = torch.tensor(datamodule.std).view(1, -1, 1, 1)
-    pixels = (images * std + mean).clamp(0, 1)  # N x C x H x W in [0, 1]
-    cols = math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / cols)
-    figure, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, label in zip(axes.flat, pixels, labels, strict=False):
-        picture = image.permute(1, 2, 0).numpy()  # H x W x C
-        ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray")
-        ax.set_title(_title(label, datamodule.class_names), fontsize=7)
-    figure.suptitle(f"{type(datamodule).__name__}: augment={datamodule.augment}", fontsize=9)
-    figure.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=120)
-    plt.close(figure)
+    figure = plots.image_grid_figure(
+        plots.displayable(images.numpy(), datamodule.mean, datamodule.std),
+        [plots.target_caption(label, datamodule.class_names) for label in labels.numpy()],
+        title=f"{type(datamodule).__name__}: augment={datamodule.augment}",
+    )
+    plots.save(figure, out)
 
 
 def verify(datamodule: ImageDataModule, *, workers: int) -> int:

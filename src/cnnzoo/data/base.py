@@ -316,7 +316,14 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self.batch_mix and self.trainer is not None and self.trainer.training:
+        # only (images, labels) batches: the model summary passes the module's example input (one
+        # tensor) through this hook too, while the trainer is in its training stage
+        if (
+            self.batch_mix
+            and self.trainer is not None
+            and self.trainer.training
+            and isinstance(batch, (tuple, list))
+        ):
             batch = self.batch_mix(*batch)
         return batch
 

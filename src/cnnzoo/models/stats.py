@@ -9,13 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
 __all__ = [
     "LayerRow",
+    "config_cost",
     "count_flops",
     "count_parameters",
     "format_count",
@@ -41,6 +46,25 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     finally:
         model.train(was_training)
     return counter.get_total_flops()
+
+
+def config_cost(cfg: DictConfig) -> tuple[int, int]:
+    """(parameters, forward FLOPs per image) of the network a training config describes, at its
+    data's input shape. The network is built on the meta device: no weights are allocated, so
+    measuring a large candidate (the Optuna sweeper's size budget) costs next to nothing."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    import cnnzoo.config  # noqa: F401  (registers the resolvers the model config uses)
+
+    # the data node alone: its paths (data_dir) do not change the shapes
+    data = OmegaConf.merge(cfg.data, {"data_dir": "."})
+    probe = OmegaConf.create(
+        {"data": data, "c": "${datamodule:in_channels}", "s": "${datamodule:image_size}"}
+    )
+    with torch.device("meta"):
+        net = instantiate(cfg.model.net)
+    return count_parameters(net), count_flops(net, (int(probe.c), int(probe.s), int(probe.s)))
 
 
 @dataclass(frozen=True)

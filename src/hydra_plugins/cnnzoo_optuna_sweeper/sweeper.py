@@ -156,10 +156,10 @@ class OptunaSweeper(Sweeper):
     def _over_budget(self, overrides: list[str]) -> str | None:
         if self.conf.max_params is None and self.conf.max_flops is None:
             return None
-        from cnnzoo.report import net_cost
+        from cnnzoo.models.stats import config_cost
 
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-        params, flops = net_cost(cfg)
+        params, flops = config_cost(cfg)
         if self.conf.max_params is not None and params > self.conf.max_params:
             return f"{params:,} parameters > max_params={self.conf.max_params:,}"
         if self.conf.max_flops is not None and flops > self.conf.max_flops:
