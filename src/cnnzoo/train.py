@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from cnnzoo import console
+from cnnzoo.callbacks.dashboard import tracker_links
 from cnnzoo.callbacks.interrupt_checkpoint import interrupt_exit_code
 from cnnzoo.checkpoint import load_classifier, resume_checkpoint
 from cnnzoo.config import CONFIG_PATH, validate
@@ -163,6 +164,9 @@ def _fit_and_test(
     record["metrics"] = {**fit_metrics, **_metrics(trainer)}
     if trainer.world_size > 1:
         log.info("rank %d metrics: %s", trainer.global_rank, json.dumps(record["metrics"]))
+    links = tracker_links(trainer)
+    if links:
+        record["trackers"] = links  # where this run's W&B run and TensorBoard logs are
     for logger in trainer.loggers:
         logger.finalize("success")
     return record
