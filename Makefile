@@ -1,36 +1,44 @@
-# `make train` and `make test` set up .venv themselves the first time.
-PYTHON ?= python3
-VENV := .venv
-BIN := $(VENV)/bin
+# Every target runs in the Python environment you work in — the `python` on your PATH: activate
+# your virtual environment or conda environment first (see the README's Quick start).
+PYTHON ?= python
+CODE := src tests benchmarks scripts train.py eval.py predict.py export.py
 
-.PHONY: install train test test-all lint format clean bench
+.PHONY: install train test test-slow test-all lint typecheck check format clean bench
 
-install: $(VENV)/.installed
+# cnnzoo (editable), every optional extra (W&B, TensorBoard, Optuna, submitit, ONNX) and the tools
+install:
+	$(PYTHON) -m pip install -e ".[dev]"
 
-$(VENV)/.installed: pyproject.toml
-	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]"
-	touch $@
+train:
+	$(PYTHON) train.py $(ARGS)
 
-train: install
-	$(BIN)/python train.py $(ARGS)
+# the default suite (a few minutes on 2 CPU cores), on every core
+test:
+	$(PYTHON) -m pytest -n auto
+
+# the tests marked `slow`: ImageNet-size nets, long runs, more processes
+test-slow:
+	$(PYTHON) -m pytest -n auto -m slow
+
+test-all:
+	$(PYTHON) -m pytest -n auto -m ""
+
+lint:
+	$(PYTHON) -m ruff check $(CODE)
+	$(PYTHON) -m ruff format --check $(CODE)
+
+typecheck:
+	$(PYTHON) -m mypy
+
+check: lint typecheck
+
+format:
+	$(PYTHON) -m ruff check --fix $(CODE)
+	$(PYTHON) -m ruff format $(CODE)
 
 # speed against a plain PyTorch loop (minutes; not part of `make test`): see README, Benchmarks
-bench: install
-	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks $(ARGS)
-
-test: install
-	$(BIN)/pytest -q
-
-test-all: install
-	$(BIN)/pytest -q -m ""
-
-lint: install
-	$(BIN)/ruff check src tests benchmarks scripts train.py eval.py predict.py export.py
-
-format: install
-	$(BIN)/ruff format src tests benchmarks scripts train.py eval.py predict.py export.py
+bench:
+	OMP_NUM_THREADS=1 $(PYTHON) -m benchmarks $(ARGS)
 
 clean:
-	rm -rf logs/train logs/eval logs/debug .pytest_cache
+	rm -rf logs/train logs/eval logs/debug .pytest_cache .mypy_cache build dist

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from cli import run
 from dataset_files import write_imagefolder
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from PIL import Image
 
-from cnnzoo.config import CONFIG_DIR
+from cnnzoo.config import CONFIG_MODULE
 from cnnzoo.data import ImageFolderDataModule
 from cnnzoo.data.__main__ import main as data_cli
 from cnnzoo.data.image_files import cache_dir
@@ -84,7 +84,7 @@ def _break(path: Path) -> None:
 def test_image_folder_trains_from_png_and_jpeg_folders(tmp_path: Path) -> None:
     write_imagefolder(tmp_path / "pets", suffix=".png")
     write_imagefolder(tmp_path / "pets", suffix=".jpg", mode="L", n_per_class=2)
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         cfg = compose(
             "train",
             overrides=[

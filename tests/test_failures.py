@@ -101,6 +101,42 @@ def test_a_diverging_run_stops_at_once_and_saves_no_nan_weights(tmp_path: Path) 
     assert not (tmp_path / "checkpoints").exists()  # stopped before the first validation
 
 
+def test_a_nan_loss_stops_training_within_its_epoch(tmp_path: Path) -> None:
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from cnnzoo.callbacks import FiniteLoss, NonFiniteLossError
+    from cnnzoo.module import ImageClassifier
+
+    model = ImageClassifier(
+        net={"_target_": "cnnzoo.models.create_model", "name": "lenet"},
+        num_classes=10,
+        # one step at this rate sends the weights to inf: the losses after it are nan
+        optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 1e38},
+    )
+    data = TensorDataset(torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,)))
+    epochs: list[int] = []
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=5,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[
+            FiniteLoss(),
+            L.pytorch.callbacks.LambdaCallback(
+                on_train_epoch_start=lambda trainer, _: epochs.append(trainer.current_epoch)
+            ),
+        ],
+    )
+    with pytest.raises(
+        NonFiniteLossError, match=r"the training loss is nan at step \d \(epoch 0\)"
+    ):
+        trainer.fit(model, DataLoader(data, batch_size=8))
+    assert epochs == [0] and trainer.global_step == 4  # checked at the epoch's last batch
+
+
 # --- signals and kills ----------------------------------------------------------------------------
 
 # A training run that kills itself with SIGKILL at a chosen point: `python killed_train.py <args>`
@@ -360,7 +396,7 @@ def test_a_search_whose_trials_all_fail_exits_non_zero(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     last = [line for line in result.stderr.splitlines() if line.strip()][-2]
-    assert last.startswith("no trial of the study 'mnist_optuna' completed (2 trials")
+    assert last.startswith("no trial of the study 'mnist_optuna' completed (2 trials: 2 fail;")
     assert (sweep / "report" / "report.md").is_file()
 
 

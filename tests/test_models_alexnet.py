@@ -38,5 +38,5 @@ def test_alexnet_small_stem_pools_to_3x3_for_a_smaller_classifier() -> None:
 
 
 def test_alexnet_rejects_an_unknown_stem() -> None:
-    with pytest.raises(ValueError, match="'imagenet', 'small'"):
+    with pytest.raises(ValueError, match="stem='cifar' is not one of: imagenet, small"):
         AlexNet(stem="cifar")

@@ -81,5 +81,5 @@ def test_googlenet_without_aux_refuses_aux_outputs() -> None:
 
 
 def test_googlenet_rejects_an_unknown_stem() -> None:
-    with pytest.raises(ValueError, match="'imagenet', 'small'"):
+    with pytest.raises(ValueError, match="stem='cifar' is not one of: imagenet, small"):
         GoogLeNet(stem="cifar")

@@ -6,25 +6,19 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli import run, start
 
-ROOT = Path(__file__).resolve().parents[1]
 # 3 epochs of 5 batches (global batch 128: 64 per process)
 SHORT = ["debug=limit", "callbacks.rich_progress_bar=null"]
 
 
+# test_failures.py runs a DDP sweep by default (one job failing, one completing)
+@pytest.mark.slow
 def test_multirun_of_ddp_jobs_gives_one_run_per_job(tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "train.py", "-m", "trainer=ddp_cpu", "seed=1,2", *SHORT,
-         f"paths.log_dir={tmp_path}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run("train", "-m", "trainer=ddp_cpu", "seed=1,2", *SHORT, f"paths.log_dir={tmp_path}")
     (sweep,) = (tmp_path / "debug" / "multiruns").iterdir()
     jobs = sorted(p.name for p in sweep.iterdir() if p.name.isdigit())
     assert jobs == ["0", "1"], "the ranks started sweeps of their own"
@@ -33,7 +27,7 @@ def test_multirun_of_ddp_jobs_gives_one_run_per_job(tmp_path: Path) -> None:
         assert record["status"] == "completed"
         assert sorted(os.listdir(sweep / job / "checkpoints")) == ["best.ckpt", "last.ckpt"]
         # rank 1 logged into the job's directory, not a directory of its own
-        assert (sweep / job / "train_rank1.log").is_file()
+        assert (sweep / job / "train_ddp_process_1.log").is_file()
         assert record["metrics"]["test/acc"] > 0.3  # 10 classes: chance is 0.1
     logged = re.findall(r"rank (\d) metrics: (\{.*\})", result.stdout + result.stderr)
     assert sorted(rank for rank, _ in logged) == ["0", "0", "1", "1"]
@@ -48,31 +42,21 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_two_torchrun_nodes_agree_on_the_metrics(tmp_path: Path) -> None:
     port = _free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     nodes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--nnodes=2",
-                "--nproc-per-node=1",
-                f"--node-rank={rank}",
-                "--master-addr=127.0.0.1",
-                f"--master-port={port}",
-                "train.py",
-                *SHORT,
-                "trainer=ddp_cpu",
-                "trainer.devices=1",
-                "trainer.num_nodes=2",
-                f"hydra.run.dir={tmp_path / f'node{rank}'}",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
+        start(
+            "-m torch.distributed.run",
+            "--nnodes=2",
+            "--nproc-per-node=1",
+            f"--node-rank={rank}",
+            "--master-addr=127.0.0.1",
+            f"--master-port={port}",
+            "train.py",
+            *SHORT,
+            "trainer=ddp_cpu",
+            "trainer.devices=1",
+            "trainer.num_nodes=2",
+            f"hydra.run.dir={tmp_path / f'node{rank}'}",
+        )
         for rank in (0, 1)
     ]
     outputs = [node.communicate(timeout=600)[0] for node in nodes]
@@ -92,13 +76,8 @@ def test_two_torchrun_nodes_agree_on_the_metrics(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_submitit_local_launcher_runs_each_job_in_its_own_process(tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "train.py", "-m", "hydra/launcher=local", "seed=1,2", "debug=fdr",
-         "callbacks.rich_progress_bar=null", f"paths.log_dir={tmp_path}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    run("train", "-m", "hydra/launcher=local", "seed=1,2", "debug=fdr",
+        "callbacks.rich_progress_bar=null", f"paths.log_dir={tmp_path}")  # fmt: skip
     (sweep,) = (tmp_path / "debug" / "multiruns").iterdir()
     for job in ("0", "1"):
         assert json.loads((sweep / job / "summary.json").read_text())["status"] == "completed"

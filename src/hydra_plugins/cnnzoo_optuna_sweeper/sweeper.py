@@ -200,14 +200,15 @@ class OptunaSweeper(Sweeper):
             )
             self._tell(study, trial, result)
         self._write_best(study, fixed, sweep_dir)
-        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if not complete:
+        states = [trial.state.name.lower() for trial in study.trials]
+        if "complete" not in states:
             from cnnzoo.errors import UserError
 
             # a search that found nothing is a failure, not a success with an empty result
+            counts = ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states)))
             raise UserError(
-                f"no trial of the study {study.study_name!r} completed "
-                f"({len(study.trials)} trials: see {sweep_dir}/summary.md for each one's error)"
+                f"no trial of the study {study.study_name!r} completed ({len(states)} trials: "
+                f"{counts}; the reasons are in {sweep_dir}/summary.md and the study's notes)"
             )
         return study
 
