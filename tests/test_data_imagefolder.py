@@ -309,7 +309,7 @@ def test_check_images_none_trusts_the_file_names(
     assert len(datamodule.train_set) + len(datamodule.val_set) == 13  # broken.png included
     assert "Skipping" not in caplog.text
     assert not cache_dir().exists()
-    with pytest.raises(UserError, match="data.check_images.*header, none"):
+    with pytest.raises(ValueError, match="data.check_images.*header, none"):
         ImageFolderDataModule(path=str(tmp_path), check_images="decode")
 
 
