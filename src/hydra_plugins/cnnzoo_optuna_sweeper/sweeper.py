@@ -181,7 +181,9 @@ class OptunaSweeper(Sweeper):
         while len(study.trials) < self.conf.n_trials:
             trial = study.ask()
             values = {name: suggest(trial, name, spec) for name, spec in space.items()}
-            overrides = [*fixed, *(f"{k}={_override_value(v)}" for k, v in values.items())]
+            # `++`: set the key whether or not the config declares it (the registry holds most of
+            # a net's arguments, so a model config does not list them)
+            overrides = [*fixed, *(f"++{k}={_override_value(v)}" for k, v in values.items())]
             trial.set_user_attr("overrides", overrides)
             try:
                 rejected = self._over_budget(overrides)
