@@ -3,11 +3,17 @@ new classifier (`param_groups(..., backbone_lr_scale=...)`), and the CIFAR-10 Re
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
 from torch import nn
 
+from cnnzoo.config import CONFIG_MODULE
 from cnnzoo.models import create_model
 from cnnzoo.models.backbones import timm_backbone
 from cnnzoo.optim import param_groups, warmup_cosine
@@ -67,3 +73,33 @@ def test_without_a_scale_the_groups_are_unchanged_and_a_scale_needs_the_base_lr(
     squeezenet = torchvision.models.squeezenet1_0(num_classes=10)  # a conv classifier
     with pytest.raises(ValueError, match="no get_classifier"):
         param_groups(squeezenet, exclude_norm_and_bias=False, backbone_lr_scale=0.1, lr=1.0)
+
+
+def test_the_recipe_builds_torchvisions_resnet18_with_its_weights_and_a_new_fc(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # a stand-in for IMAGENET1K_V1 in a temporary torch hub cache: nothing is downloaded
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    cached.parent.mkdir(parents=True)
+    imagenet = torchvision.models.resnet18().state_dict()
+    torch.save(imagenet, cached)
+
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        cfg = compose("train", ["experiment=cifar10_resnet18_finetune", "paths.output_dir=/tmp"])
+    assert cfg.data.image_size == 224 and cfg.model.net.stem == "imagenet"
+    assert cfg.model.backbone_lr_scale == 0.1 and cfg.model.net.weights == "IMAGENET1K_V1"
+    net = instantiate(cfg.model.net)
+
+    state = net.state_dict()
+    assert state.keys() == imagenet.keys()
+    assert all(torch.equal(state[k], imagenet[k]) for k in state if not k.startswith("fc."))
+    assert state["fc.weight"].shape == (10, 512)  # a new classifier for CIFAR-10's classes
+    groups = param_groups(
+        net,
+        exclude_norm_and_bias=True,
+        backbone_lr_scale=cfg.model.backbone_lr_scale,
+        lr=cfg.model.optimizer.lr,
+    )
+    assert [g.get("lr") for g in groups] == pytest.approx([0.005, 0.005, None, None])
