@@ -125,9 +125,10 @@ def torchvision_backbone(
     if name not in names:
         raise _unknown_name("torchvision", name, names)
     kwargs = {key: value for key, value in kwargs.items() if value is not None}
-    named = weights is not None and not is_weights_file(weights)
-    weights_enum = torchvision_weights(name, weights) if named else None
-    if named and name in TRANSFORM_INPUT:
+    weights_enum = None
+    if weights is not None and not is_weights_file(weights):
+        weights_enum = torchvision_weights(name, weights)
+    if weights_enum is not None and name in TRANSFORM_INPUT:
         # what torchvision's builder does with these weights; defined for RGB input only
         kwargs.setdefault("transform_input", in_channels == 3)
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)

@@ -77,7 +77,7 @@ class LeNet5(nn.Module):
         return self.features(x)  # N x 16 x 5 x 5
 
     def get_classifier(self) -> nn.Module:
-        return self.classifier.output
+        return self.classifier[-1]  # "output"
 
     def forward_head(self, x: Tensor) -> Tensor:
         x = self.pool(x)  # N x 16 x 5 x 5 (a no-op for 28x28 inputs)

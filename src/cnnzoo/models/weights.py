@@ -221,8 +221,8 @@ def load_state_dict_adapted(
     log.info("; ".join([*parts, *notes]))
 
 
-def _first_conv(model: nn.Module) -> str | None:
-    return next((n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
+    return next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
 
 
 def _check_stem(model: nn.Module, state: StateDict, name: str, source: str, key: str) -> None:
@@ -270,7 +270,7 @@ def load_pretrained(model: nn.Module, name: str, weights: str) -> None:
     if twin is not None:
         state = twin(state)  # a file already in cnnzoo's layout passes unchanged
 
-    first_conv = _first_conv(model)
+    first_conv, stem = _first_conv(model) or (None, None)
     if first_conv is not None:
         _check_stem(model, state, name, source, f"{first_conv}.weight")
     notes = []
@@ -279,15 +279,17 @@ def load_pretrained(model: nn.Module, name: str, weights: str) -> None:
         # torchvision's pretrained auxiliary classifiers were never trained (its docs): a file
         # with or without them fits a net with or without them
         optional = ("aux1.", "aux2.")
-        if from_torchvision and model.conv1.conv.in_channels == 3 and not model.transform_input:
+        rgb = stem is not None and stem.in_channels == 3
+        if from_torchvision and rgb and not model.transform_input:
             model.transform_input = True
             notes.append("transform_input on (torchvision's GoogLeNet weights expect it)")
+    classifier: nn.Linear = model.get_classifier()  # type: ignore[operator]
     load_state_dict_adapted(
         model,
         state,
         name=name,
         source=source,
-        num_classes=model.get_classifier().out_features,
+        num_classes=classifier.out_features,
         first_conv=first_conv,
         optional=optional,
         notes=notes,
