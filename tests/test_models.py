@@ -81,6 +81,16 @@ def test_every_model_gives_finite_logits_and_fits_a_batch(
     assert after < before
 
 
+@pytest.mark.parametrize("name", model_names())
+def test_get_classifier_is_the_layer_that_gives_the_logits(name: str) -> None:
+    # timm's name: what fine-tuning re-initialises and keeps at the full learning rate
+    with torch.device("meta"):
+        model = create_model(name, num_classes=7)
+    classifier = model.get_classifier()
+    assert isinstance(classifier, nn.Linear) and classifier.out_features == 7
+    assert classifier is [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+
+
 def _compose(*overrides: str) -> DictConfig:
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides))

@@ -83,3 +83,16 @@ def test_googlenet_without_aux_refuses_aux_outputs() -> None:
 def test_googlenet_rejects_an_unknown_stem() -> None:
     with pytest.raises(ValueError, match="stem='cifar' is not one of: imagenet, small"):
         GoogLeNet(stem="cifar")
+
+
+def test_transform_input_rescales_imagenet_normalised_rgb_to_minus_one_to_one() -> None:
+    # torchvision's pretrained GoogLeNet reads (pixel - 0.5) / 0.5; the data comes normalised
+    # with ImageNet's mean and std (test_models_weights checks the outputs against torchvision's)
+    net = GoogLeNet(transform_input=True)
+    pixels = torch.rand(2, 3, 8, 8)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    rescaled = net._transform_input((pixels - mean) / std)
+    torch.testing.assert_close(rescaled, (pixels - 0.5) / 0.5)
+    with pytest.raises(ValueError, match="in_channels=1"):
+        GoogLeNet(in_channels=1, transform_input=True)

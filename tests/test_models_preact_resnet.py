@@ -80,7 +80,10 @@ def test_wrn_units_put_dropout_between_the_convs() -> None:
 
 
 def test_dropout_is_random_in_training_and_off_in_eval() -> None:
-    model = wide_resnet(depth=10, widen_factor=1, dropout=0.3, num_classes=10)
+    # drawn residual convs: a zero conv after the dropout would hide its masks
+    model = wide_resnet(
+        depth=10, widen_factor=1, dropout=0.3, num_classes=10, zero_init_residual=False
+    )
     x = torch.randn(4, 3, 32, 32)
     model.train()
     assert not torch.equal(model(x), model(x))
@@ -120,3 +123,35 @@ def test_wrn_config_builds_any_depth_and_width_from_overrides() -> None:
     with torch.device("meta"):
         model = instantiate(cfg.model.net)
     assert n_params(model) == pytest.approx(11.0e6, rel=0.02)  # WRN-16-8 in the WRN paper
+
+
+@pytest.mark.parametrize("name", ["preact_resnet164", "preact_resnet1001"])
+def test_deep_nets_give_finite_moderate_logits_at_init(name: str) -> None:
+    # Issue #11: without the zero-initialised last conv of each residual branch, the activations
+    # grew ~1.36x per unit: preact_resnet164's largest logit was ~1e7, preact_resnet1001's NaN.
+    # A real build (10M parameters for 1001, ~2 s on one CPU thread): the meta device has no values.
+    model = create_model(name, num_classes=10).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, 32, 32))
+    assert torch.isfinite(logits).all()
+    assert logits.abs().max() < 10
+
+
+@pytest.mark.parametrize("name", ["preact_resnet164", "preact_resnet1001", "wrn28_10"])
+def test_zero_init_residual_changes_values_not_parameters(name: str) -> None:
+    with torch.device("meta"):
+        default = create_model(name, num_classes=10)
+        drawn = create_model(name, num_classes=10, zero_init_residual=False)
+    assert n_params(default) == n_params(drawn) == pytest.approx(PAPER_PARAMS[name], rel=0.02)
+
+
+@pytest.mark.parametrize("block", ["basic", "bottleneck"])
+def test_every_unit_starts_with_a_zero_last_conv_unless_asked_not_to(block: str) -> None:
+    def last_convs(model: PreActResNet) -> list[torch.nn.Conv2d]:
+        units = [u for s in model.stages for u in s]
+        return [u.conv2 if block == "basic" else u.conv3 for u in units]
+
+    kwargs = {"block": block, "layers": (2, 2, 2), "widths": (16, 32, 64)}
+    assert all(not conv.weight.any() for conv in last_convs(PreActResNet(**kwargs)))
+    drawn = PreActResNet(**kwargs, zero_init_residual=False)
+    assert all(conv.weight.std() > 0 for conv in last_convs(drawn))

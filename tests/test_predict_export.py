@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from cli import error_message, run
 from conftest import Compose
 from PIL import Image
 
+from cnnzoo.checkpoint import load_classifier
 from cnnzoo.predict import predict
 
 
@@ -76,6 +78,15 @@ def test_export_from_the_command_line_reproduces_pytorch(ckpt: Path, tmp_path: P
     meta = json.loads(out.with_suffix(".onnx.json").read_text())
     assert meta["input_shape"] == ["batch", 1, 28, 28] and len(meta["class_names"]) == 10
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.json"]
+
+
+def test_export_to_pt2_from_the_command_line(ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model.pt2"
+    run("export", f"ckpt_path={ckpt}", "format=pt2", f"output={out}", cwd=tmp_path)
+    x = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        expected = load_classifier(ckpt).net(x)
+    torch.testing.assert_close(torch.export.load(str(out)).module()(x), expected)
 
 
 def test_export_rejects_an_unknown_format(ckpt: Path) -> None:

@@ -1,16 +1,20 @@
 """Export a checkpoint's network for deployment:
-``python export.py ckpt_path=…/best.ckpt format=onnx|torchscript``.
+``python export.py ckpt_path=…/best.ckpt format=onnx|pt2``.
 
-The exported model maps a normalised ``N x C x H x W`` float batch to logits (any batch size).
-It is checked against PyTorch on a batch of random inputs — TorchScript by reloading it, ONNX with
-onnxruntime (``pip install "cnnzoo[export]"``; without it only the ONNX graph is checked). A JSON
-file beside it records the preprocessing: input shape, mean, std and class names.
+The exported model maps a normalised ``N x C x H x W`` float batch to logits, for any batch size.
+``pt2``: ``torch.export`` (an ``ExportedProgram`` saved with ``torch.export.save``; load it with
+``torch.export.load(path).module()``). ``onnx``: PyTorch's dynamo-based ONNX exporter (needs
+``onnxscript``: ``pip install "cnnzoo[export]"``). Either is checked against PyTorch on a batch of
+random inputs of another batch size than the one traced — the reloaded program, or the ONNX file
+in onnxruntime (without it only the ONNX graph is checked). A JSON file beside it records the
+preprocessing: input shape, mean, std and class names.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,42 +22,63 @@ import hydra
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
+from torch.export import Dim
 
 from cnnzoo import console
 from cnnzoo.config import CONFIG_PATH
 from cnnzoo.errors import UserError, user_errors
 from cnnzoo.predict import load_for_inference
 
-__all__ = ["FORMATS", "export", "main"]
+__all__ = ["FORMATS", "export", "export_net", "main", "to_onnx", "to_pt2"]
 
 log = logging.getLogger(__name__)
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+FORMATS = {"onnx": ".onnx", "pt2": ".pt2"}
+
+Runner = Callable[[Tensor], Tensor]
+
+# ONNX files are protobufs, capped at 2 GiB: larger weights go to a .data file beside the model
+ONNX_SINGLE_FILE_BYTES = 1 << 30
 
 
-def _to_torchscript(net: nn.Module, example: Tensor, path: Path) -> Any:
-    traced = torch.jit.trace(net, example)
-    traced.save(str(path))
-    loaded = torch.jit.load(str(path))
-    return lambda x: loaded(x)
+def _dynamic_batch() -> tuple[dict[int, Dim]]:
+    """The ``dynamic_shapes`` of a net with one input whose dimension 0 is any batch size."""
+    return ({0: Dim("batch", min=1)},)
 
 
-def _to_onnx(net: nn.Module, example: Tensor, path: Path, opset: int) -> Any:
-    # the TorchScript-based exporter: the dynamo one needs the extra package onnxscript
+def to_pt2(net: nn.Module, example: Tensor, path: Path) -> Runner:
+    """``torch.export`` with a dynamic batch dimension, saved to ``path``; returns the program
+    loaded back from the file."""
+    program = torch.export.export(net, (example,), dynamic_shapes=_dynamic_batch())
+    torch.export.save(program, str(path))
+    return torch.export.load(str(path)).module()
+
+
+def to_onnx(net: nn.Module, example: Tensor, path: Path, opset: int | None = None) -> Runner | None:
+    """The dynamo-based ONNX export (input ``images``, output ``logits``, dynamic batch) to
+    ``path``; returns an onnxruntime session's forward, or None without onnxruntime."""
+    try:
+        import onnxscript  # noqa: F401  (the dynamo exporter's dependency)
+    except ImportError:
+        raise UserError(
+            'format=onnx needs the package onnxscript: pip install "cnnzoo[export]"'
+        ) from None
+    size = sum(t.numel() * t.element_size() for t in [*net.parameters(), *net.buffers()])
     torch.onnx.export(
         net,
         (example,),
         str(path),
-        dynamo=False,
+        dynamo=True,
         opset_version=opset,
         input_names=["images"],
         output_names=["logits"],
-        dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+        dynamic_shapes=_dynamic_batch(),
+        external_data=size > ONNX_SINGLE_FILE_BYTES,
     )
     try:
         import onnx
 
-        onnx.checker.check_model(onnx.load(str(path)))
+        onnx.checker.check_model(str(path))
     except ImportError:
         pass
     try:
@@ -68,6 +93,49 @@ def _to_onnx(net: nn.Module, example: Tensor, path: Path, opset: int) -> Any:
     return lambda x: torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
 
 
+def export_net(
+    net: nn.Module,
+    path: Path,
+    *,
+    fmt: str,
+    input_shape: Sequence[int],
+    opset: int | None = None,
+    check_batch_size: int = 8,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+) -> dict[str, Any]:
+    """Write ``net`` (in eval mode, on the CPU) as ``fmt`` to ``path``, traced on a batch of 2
+    ``input_shape`` images, and check it on ``check_batch_size`` others: a mismatch beyond
+    ``atol``/``rtol`` is an error. Returns the path, the format and the largest difference."""
+    if fmt not in FORMATS:
+        raise UserError(f"format={fmt}: choose one of {', '.join(FORMATS)}")
+    if check_batch_size == 2:
+        raise UserError("check_batch_size=2 is the traced batch size: pick another to check it")
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randn(2, *input_shape, generator=generator)
+    run = to_pt2(net, example, path) if fmt == "pt2" else to_onnx(net, example, path, opset)
+    record: dict[str, Any] = {"path": str(path), "format": fmt, "max_abs_diff": None}
+    if run is None:
+        return record
+    # a different batch size than the example's: the batch dimension must not be baked in
+    batch = torch.randn(check_batch_size, *input_shape, generator=generator)
+    with torch.no_grad():
+        expected, actual = net(batch), run(batch)
+    record["max_abs_diff"] = float((expected - actual).abs().max())
+    if not torch.allclose(actual, expected, rtol=rtol, atol=atol):
+        raise RuntimeError(
+            f"the exported {fmt} model differs from PyTorch by up to "
+            f"{record['max_abs_diff']:.3g} (atol={atol}, rtol={rtol})"
+        )
+    log.info(
+        "%s reproduces PyTorch on a batch of %d (max |diff| %.2g)",
+        path,
+        len(batch),
+        record["max_abs_diff"],
+    )
+    return record
+
+
 @torch.no_grad()
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Write the model in ``cfg.format`` and return where, with the largest output difference."""
@@ -79,29 +147,16 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     path = Path(cfg.output or ckpt_path.with_suffix(FORMATS[cfg.format]))
     path.parent.mkdir(parents=True, exist_ok=True)
     shape = (datamodule.in_channels, datamodule.image_size, datamodule.image_size)
-    generator = torch.Generator().manual_seed(0)
-    example = torch.randn(2, *shape, generator=generator)
-    if cfg.format == "torchscript":
-        run = _to_torchscript(net, example, path)
-    else:
-        run = _to_onnx(net, example, path, int(cfg.opset))
-    record: dict[str, Any] = {"path": str(path), "format": cfg.format, "max_abs_diff": None}
-    if run is not None:
-        # a different batch size than the example's: the batch dimension must not be baked in
-        batch = torch.randn(int(cfg.check_batch_size), *shape, generator=generator)
-        expected, actual = net(batch), run(batch)
-        record["max_abs_diff"] = float((expected - actual).abs().max())
-        if not torch.allclose(actual, expected, rtol=cfg.rtol, atol=cfg.atol):
-            raise RuntimeError(
-                f"the exported {cfg.format} model differs from PyTorch by up to "
-                f"{record['max_abs_diff']:.3g} (atol={cfg.atol}, rtol={cfg.rtol})"
-            )
-        log.info(
-            "%s reproduces PyTorch on a batch of %d (max |diff| %.2g)",
-            path,
-            len(batch),
-            record["max_abs_diff"],
-        )
+    record = export_net(
+        net,
+        path,
+        fmt=cfg.format,
+        input_shape=shape,
+        opset=cfg.opset,
+        check_batch_size=int(cfg.check_batch_size),
+        atol=cfg.atol,
+        rtol=cfg.rtol,
+    )
     names = getattr(datamodule, "class_names", None)
     preprocessing = {
         "input": "images",

@@ -15,6 +15,7 @@ from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from cnnzoo.errors import check_choice
+from cnnzoo.models.weights import PRETRAINED_KEYS, without_weights
 from cnnzoo.optim import param_groups
 
 __all__ = ["STAGES", "ImageClassifier", "split_logits"]
@@ -92,6 +93,9 @@ class ImageClassifier(L.LightningModule):
         )
         # instantiated as the node `net`, so a refused argument's error names `net`
         self.net: nn.Module = instantiate(OmegaConf.create({"net": self.hparams.net}).net)
+        if any(self.hparams.net.get(key) for key in PRETRAINED_KEYS):
+            # the checkpoints hold these weights from now on: rebuilding from one fetches none
+            self.hparams.net = without_weights(self.hparams.net, self.net)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         if compile:
@@ -209,11 +213,11 @@ class ImageClassifier(L.LightningModule):
         self._log_epoch("test")
 
     def configure_optimizers(self) -> Any:
-        scale = self.hparams.backbone_lr_scale
         groups = param_groups(
             self.net,
             exclude_norm_and_bias=not self.hparams.decay_norm_and_bias,
-            **({"backbone_lr_scale": scale} if scale != 1 else {}),
+            backbone_lr_scale=self.hparams.backbone_lr_scale,
+            lr=self.hparams.optimizer.get("lr"),
         )
         optimizer = instantiate(self.hparams.optimizer)(params=groups)
         if self.hparams.scheduler is None:

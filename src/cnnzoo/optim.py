@@ -1,4 +1,4 @@
-"""Learning-rate schedules that torch.optim does not ship, and weight-decay parameter groups."""
+"""Learning-rate schedules that torch.optim does not ship, and the optimizer's parameter groups."""
 
 from __future__ import annotations
 
@@ -11,27 +11,74 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["param_groups", "warmup_cosine", "warmup_multistep"]
+__all__ = ["classifier_of", "param_groups", "warmup_cosine", "warmup_multistep"]
 
 log = logging.getLogger(__name__)
 
 
-def param_groups(module: nn.Module, *, exclude_norm_and_bias: bool) -> list[dict[str, Any]]:
-    """The module's trainable parameters; with ``exclude_norm_and_bias``, a second group of the
-    norm and bias parameters with weight decay 0 (the first keeps the optimizer's weight decay).
+def classifier_of(module: nn.Module) -> nn.Module:
+    """The final classifier: ``get_classifier()`` where the net has it (every cnnzoo net, timm),
+    else the last ``nn.Linear`` (torchvision's: ``fc``, ``classifier[-1]``, ``heads.head``)."""
+    if hasattr(module, "get_classifier"):
+        return module.get_classifier()  # type: ignore[operator]
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(
+            f"{type(module).__name__} has no get_classifier() and no nn.Linear: cannot tell its "
+            "classifier from the backbone for backbone_lr_scale"
+        )
+    return linears[-1]
 
-    Decaying the scale and shift of normalisation layers and the biases only pulls them towards
-    zero without regularising the function ("no bias decay", He et al., 2019, Bag of Tricks,
-    arXiv:1812.01187, Sec. 3.1). Every parameter with at most one dimension is one of those
-    (ConvNeXt's layer-scale ``gamma`` too) — the rule timm uses.
+
+def param_groups(
+    module: nn.Module,
+    *,
+    exclude_norm_and_bias: bool,
+    backbone_lr_scale: float = 1.0,
+    lr: float | None = None,
+) -> list[dict[str, Any]]:
+    """The module's trainable parameters as optimizer groups.
+
+    With ``exclude_norm_and_bias``, the norm and bias parameters get a group of their own with
+    weight decay 0 (the others keep the optimizer's weight decay). Decaying the scale and shift
+    of normalisation layers and the biases only pulls them towards zero without regularising the
+    function ("no bias decay", He et al., 2019, Bag of Tricks, arXiv:1812.01187, Sec. 3.1).
+    Every parameter with at most one dimension is one of those (ConvNeXt's layer-scale ``gamma``
+    too) — the rule timm uses.
+
+    With ``backbone_lr_scale`` != 1 (fine-tuning pretrained weights), the classifier's
+    parameters (``classifier_of``) keep the optimizer's lr — their groups carry no ``"lr"`` —
+    and every other parameter's group carries ``"lr": lr * backbone_lr_scale``, so ``lr`` (the
+    optimizer's base lr) is needed; an explicit ``"lr"`` in a group wins over the optimizer's
+    default. Schedulers that scale each group's own initial lr (``LambdaLR``: ``warmup_cosine``,
+    ``warmup_multistep``; ``MultiStepLR``, ``CosineAnnealingLR``) keep the ratio; ``OneCycleLR``
+    needs one ``max_lr`` per group for it.
     """
     params = [p for p in module.parameters() if p.requires_grad]
-    if not exclude_norm_and_bias:
-        return [{"params": params}]
-    return [
-        {"params": [p for p in params if p.ndim > 1]},
-        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
-    ]
+    if backbone_lr_scale == 1.0:
+        parts: list[tuple[list[nn.Parameter], dict[str, Any]]] = [(params, {})]
+    else:
+        if lr is None:
+            raise ValueError(
+                f"backbone_lr_scale={backbone_lr_scale} sets the backbone's lr to a multiple of "
+                "the optimizer's: pass that base lr as lr=..."
+            )
+        if not backbone_lr_scale > 0:
+            raise ValueError(f"backbone_lr_scale must be positive, got {backbone_lr_scale}")
+        head_ids = {id(p) for p in classifier_of(module).parameters()}
+        head = [p for p in params if id(p) in head_ids]
+        backbone = [p for p in params if id(p) not in head_ids]
+        parts = [(backbone, {"lr": lr * backbone_lr_scale}), (head, {})]
+    groups: list[dict[str, Any]] = []
+    for members, options in parts:
+        if not exclude_norm_and_bias:
+            groups.append({"params": members, **options})
+            continue
+        groups.append({"params": [p for p in members if p.ndim > 1], **options})
+        groups.append(
+            {"params": [p for p in members if p.ndim <= 1], "weight_decay": 0.0, **options}
+        )
+    return groups
 
 
 def _warmup(step: int, warmup_steps: int) -> float:

@@ -58,12 +58,15 @@ def per_sample_transforms(
     auto_augment: str,
     random_erasing: float,
     resize_size: int | None = None,
+    source_size: int | None = None,
 ) -> v2.Compose:
     """The v2 pipeline for one uint8 image tensor (or PIL image) -> a normalised float tensor.
 
     ``standard``/``strong`` crop with padding (images already at ``image_size``); ``imagenet``
     crops a random resized region for training and resizes + centre-crops for evaluation.
-    ``strong`` adds ``auto_augment``'s policy and random erasing.
+    ``strong`` adds ``auto_augment``'s policy and random erasing. ``source_size``: the side of
+    square images stored at another size than ``image_size`` (CIFAR at ``data.image_size=224``):
+    training augments them at that size, then resizes them, as the batched path does.
     """
     check_choice("data.augment", preset, AUGMENT_PRESETS)
     resize_size = resize_size or image_size
@@ -74,11 +77,13 @@ def per_sample_transforms(
         else:
             steps += [v2.Resize(resize_size, antialias=True), v2.CenterCrop(image_size)]
     elif preset in ("standard", "strong"):
-        steps.append(v2.RandomCrop(image_size, padding=crop_padding))
+        steps.append(v2.RandomCrop(source_size or image_size, padding=crop_padding))
     if train and preset != "none" and hflip:
         steps.append(v2.RandomHorizontalFlip())
     if train and preset == "strong":
         steps.append(auto_augment_policy(auto_augment))
+    if train and preset != "imagenet" and source_size not in (None, image_size):
+        steps.append(v2.Resize(image_size, antialias=True))
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     if train and preset == "strong" and random_erasing > 0:
         steps.append(v2.RandomErasing(random_erasing, scale=ERASE_SCALE, ratio=ERASE_RATIO))

@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -81,8 +82,10 @@ class TensorImageDataset(Dataset):
     ``__getitems__`` lets the DataLoader fetch a whole batch with one indexing operation instead of
     collating ``batch_size`` single images — the per-step cost of a hand-written loop. With an
     ``augment`` (a ``BatchAugment``) every image of the batch gets its own random crop and flip,
-    still in a few tensor operations. ``to(device)`` makes the dataset GPU-resident: batches are
-    then cut and augmented on the accelerator.
+    still in a few tensor operations. With ``resize`` the batch is then resized to ``resize`` x
+    ``resize`` pixels by one bilinear, antialiased interpolation (the images stay stored at their
+    own size: 224 px CIFAR would take 49x the memory). ``to(device)`` makes the dataset
+    GPU-resident: batches are then cut, augmented and resized on the accelerator.
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class TensorImageDataset(Dataset):
         mean: Sequence[float],
         std: Sequence[float],
         augment: BatchAugment | None = None,
+        resize: int | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(
@@ -102,6 +106,7 @@ class TensorImageDataset(Dataset):
         self.mean = torch.tensor(mean).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std).view(1, -1, 1, 1) * 255
         self.augment = augment
+        self.resize = resize
 
     def to(self, device: torch.device | str) -> TensorImageDataset:
         for name in ("images", "labels", "mean", "std"):
@@ -120,7 +125,11 @@ class TensorImageDataset(Dataset):
         images = self.images[index]
         if self.augment is not None:
             images = self.augment(images)
-        images = (images.float() - self.mean) / self.std
+        images = images.float()
+        if self.resize is not None:
+            size = (self.resize, self.resize)
+            images = F.interpolate(images, size, mode="bilinear", antialias=True)
+        images = (images - self.mean) / self.std
         if self.augment is not None:
             images = self.augment.erase(images)
         return images, self.labels[index]
@@ -156,6 +165,11 @@ class ImageDataModule(L.LightningDataModule):
     them from uint8 tensors with the configured augmentation). ``batch_size`` is the global batch:
     under DDP each of the ``world_size`` processes loads ``batch_size / world_size`` images a step.
 
+    Size: ``image_size`` is the side of the images the network sees. Datasets held in memory at
+    one size (``native_image_size``: MNIST's 28, CIFAR's 32) default to it; another
+    ``image_size`` (``data.image_size=224`` for ImageNet weights) resizes every batch after the
+    augmentation, so the configs' ``${datamodule:image_size}`` — and the stem it picks — follow.
+
     Augmentation: ``augment`` is a preset (``none``, ``standard``: random crop with
     ``crop_padding`` + horizontal flip where ``hflip`` allows it, ``strong``: standard +
     ``auto_augment`` + ``random_erasing``, ``imagenet``: random resized crop + flip / resize +
@@ -165,7 +179,9 @@ class ImageDataModule(L.LightningDataModule):
 
     num_classes: int
     in_channels: int
-    image_size: int
+    # the side of the stored images, for datasets held in memory at one size; None for images
+    # read from files of any size, which image_size alone describes
+    native_image_size: int | None = None
     class_names: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -190,10 +206,14 @@ class ImageDataModule(L.LightningDataModule):
         mix_prob: float = 1.0,
         per_sample_transforms: bool = False,
         gpu_resident: bool = False,
+        image_size: int | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        if image_size is not None and image_size < 1:
+            raise ValueError(f"data.image_size must be a positive integer, got {image_size}")
+        self._image_size = image_size
         check_choice("data.augment", augment, AUGMENT_PRESETS)
         check_choice("data.auto_augment", auto_augment, AUTO_AUGMENT_POLICIES)
         if gpu_resident and per_sample_transforms:
@@ -225,6 +245,17 @@ class ImageDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+
+    @property
+    def image_size(self) -> int:
+        """The side of the images the network sees: the ``image_size`` given, else the native."""
+        return self._image_size or self.native_image_size  # type: ignore[return-value]
+
+    @property
+    def resize_to(self) -> int | None:
+        """The size batches are resized to, when it is not the one the images are stored at."""
+        native = self.native_image_size
+        return self.image_size if native is not None and self.image_size != native else None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -299,13 +330,14 @@ class ImageDataModule(L.LightningDataModule):
                 auto_augment=self.auto_augment,
                 random_erasing=self.random_erasing,
             )
-        return TensorImageDataset(images, labels, self.mean, self.std, augment)
+        return TensorImageDataset(images, labels, self.mean, self.std, augment, self.resize_to)
 
     def sample_transforms(self, *, train: bool, resize_size: int | None = None) -> Callable:
         return per_sample_transforms(
             self.augment,
             train=train,
             image_size=self.image_size,
+            source_size=self.native_image_size if self.resize_to else None,
             mean=self.mean,
             std=self.std,
             hflip=self.hflip,

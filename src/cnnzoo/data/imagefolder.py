@@ -102,7 +102,9 @@ class ImageFolderDataModule(ImageDataModule):
                 "data=imagefolder reads images from disk one by one: keep "
                 "data.per_sample_transforms=true"
             )
-        super().__init__(augment=augment, per_sample_transforms=True, **kwargs)
+        super().__init__(
+            augment=augment, per_sample_transforms=True, image_size=image_size, **kwargs
+        )
         if channels not in (1, 3):
             raise UserError(f"data.channels={channels}: choose 1 (grey) or 3 (RGB)")
         if len(mean) != channels or len(std) != channels:
@@ -110,7 +112,6 @@ class ImageFolderDataModule(ImageDataModule):
         # absolute: the samples stay valid if the working directory changes, and the header cache
         # is one per folder, whatever path leads there
         self.path = Path(os.path.abspath(path if path is not None else self.data_dir))
-        self.image_size = image_size
         self.resize_size = resize_size or round(image_size / CENTER_CROP_FRACTION)
         self.in_channels = channels
         self.mean = tuple(mean)

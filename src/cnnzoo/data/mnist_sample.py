@@ -25,7 +25,7 @@ class MNISTSampleDataModule(ImageDataModule):
 
     num_classes = 10
     in_channels = 1
-    image_size = 28
+    native_image_size = 28
     class_names = tuple(str(digit) for digit in range(10))
     mean = (0.1307,)  # the full MNIST training set's statistics, as everyone uses them
     std = (0.3081,)

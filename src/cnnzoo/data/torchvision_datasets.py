@@ -147,7 +147,7 @@ class _MNISTFamily(TorchvisionDataModule):
 
     dataset_class: ClassVar[type[datasets.MNIST]]
     in_channels = 1
-    image_size = 28
+    native_image_size = 28
     num_classes = 10
 
     def expected_files(self, split: str) -> list[str]:
@@ -203,7 +203,7 @@ class _CIFAR(TorchvisionDataModule):
 
     dataset_class: ClassVar[type[datasets.CIFAR10]]
     in_channels = 3
-    image_size = 32
+    native_image_size = 32
 
     def expected_files(self, split: str) -> list[str]:
         cls = self.dataset_class
@@ -260,7 +260,7 @@ class SVHNDataModule(TorchvisionDataModule):
 
     source = "http://ufldl.stanford.edu/housenumbers/"
     in_channels = 3
-    image_size = 32
+    native_image_size = 32
     num_classes = 10
     class_names = tuple(str(digit) for digit in range(10))
     mean = (0.4377, 0.4438, 0.4728)

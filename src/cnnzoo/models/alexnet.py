@@ -86,6 +86,9 @@ class AlexNet(nn.Module):
         # imagenet: N x 3 x 224 x 224 -> N x 256 x 6 x 6; small: N x 3 x 32 x 32 -> N x 256 x 7 x 7
         return self.features(x)
 
+    def get_classifier(self) -> nn.Module:
+        return self.classifier[-1]
+
     def forward_head(self, x: Tensor) -> Tensor:
         x = self.avgpool(x)  # N x 256 x 6 x 6 (small: N x 256 x 3 x 3)
         x = torch.flatten(x, 1)  # N x 9216 (small: N x 2304)

@@ -1,34 +1,45 @@
 """Library backbones: any timm or torchvision classifier by name, for the same training pipeline.
 
 ``model=timm model.net.name=convnext_nano`` or ``model=torchvision model.net.name=resnet50``.
-Nothing here reaches a model hub (cnnzoo runs offline): pretrained weights come from a local file
-(``checkpoint_path`` / ``weights_path``). Loading adapts the file to the network being built:
+Pretrained weights:
 
-- input channels: when the file's first convolution has another number of input channels (RGB
-  weights for 1-channel MNIST), its kernel is converted with timm's ``adapt_input_conv`` (summed
-  over RGB for 1 channel, tiled and rescaled for more);
-- classes: a classifier whose shape differs (1000 ImageNet classes vs ``num_classes``) is left
-  freshly initialised, so the file fine-tunes on the new classes.
+- timm: ``pretrained=true`` downloads the model's default weights through timm (the Hugging Face
+  Hub, cached in ``$HF_HOME``); ``checkpoint_path`` loads a local file instead;
+- torchvision: ``weights`` is a weights name of the model (``IMAGENET1K_V1``, ``DEFAULT``),
+  fetched through torch hub's cache as for the hand-built nets, or a local file.
+
+Offline without the weights in a cache, one message says where to get them and how to pass a
+file. Files and fetched weights are adapted to the network being built as the hand-built nets'
+(``cnnzoo.models.weights.load_state_dict_adapted``): the first convolution's kernel to the input
+channels (timm's ``adapt_input_conv``: RGB kernels summed for 1 channel, tiled and rescaled for
+more); a classifier of another class count (1000 ImageNet classes vs ``num_classes``) is left
+freshly initialised, so the weights fine-tune on the new classes.
 """
 
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
 from typing import Any
 
 import timm
-import torch
 import torchvision
-from timm.models import adapt_input_conv, get_pretrained_cfg, load_state_dict
+from timm.models import get_pretrained_cfg
 from torch import nn
 
-__all__ = ["timm_backbone", "torchvision_backbone"]
-
-NO_HUB = (
-    "there is no model-hub access (cnnzoo runs offline); download the weights elsewhere and pass "
-    "the local file as model.net.{key}=/path/to/weights.pth (a state_dict, .pth/.pt/.safetensors)"
+from cnnzoo.errors import UserError
+from cnnzoo.models.weights import (
+    fetch_torchvision_weights,
+    is_weights_file,
+    load_state_dict_adapted,
+    read_weights_file,
+    torchvision_weights,
 )
+
+__all__ = ["TRANSFORM_INPUT", "timm_backbone", "torchvision_backbone"]
+
+# torchvision models whose weights (ported from TensorFlow) read (pixel - 0.5) / 0.5: with them
+# torchvision's builders turn transform_input on, which re-scales ImageNet-normalised input
+TRANSFORM_INPUT = ("googlenet", "inception_v3")
 
 
 def _unknown_name(library: str, name: str, names: list[str]) -> ValueError:
@@ -36,41 +47,6 @@ def _unknown_name(library: str, name: str, names: list[str]) -> ValueError:
     close = difflib.get_close_matches(name, names, n=8, cutoff=0.5)
     hint = ", ".join(list(dict.fromkeys(extensions + close))[:8]) or "none"
     return ValueError(f"unknown {library} model {name!r}; close matches: {hint}")
-
-
-def _check_file(path: str | Path) -> Path:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
-    return path
-
-
-def _load_adapted(
-    model: nn.Module, state: dict[str, torch.Tensor], *, first_conv: str, num_classes: int
-) -> None:
-    """Load ``state`` into ``model``, adapting the first conv's input channels and dropping a
-    classifier of another class count (it stays freshly initialised)."""
-    own = model.state_dict()
-    for key in list(state):
-        if key not in own or state[key].shape == own[key].shape:
-            continue
-        if key == f"{first_conv}.weight":
-            state[key] = adapt_input_conv(own[key].shape[1], state[key])
-        elif own[key].shape[0] == num_classes:
-            del state[key]
-        else:
-            raise ValueError(
-                f"weights file does not fit the network: {key} has shape "
-                f"{tuple(state[key].shape)}, the network expects {tuple(own[key].shape)}"
-            )
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    # only classifier entries may be missing: the ones just dropped
-    missing = [key for key in missing if own[key].shape[0] != num_classes]
-    if missing or unexpected:
-        raise ValueError(
-            "weights file does not fit the network: "
-            f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
-        )
 
 
 def timm_backbone(
@@ -88,23 +64,36 @@ def timm_backbone(
     ``image_size`` is passed on as ``img_size`` to the models built for one input size (ViT,
     Swin, …: timm marks them ``fixed_input_size``) and ignored by the others. ``kwargs`` set to
     ``None`` are left out, so a config can declare ``drop_path_rate: null`` for every model.
-    ``pretrained=True`` needs ``checkpoint_path``: a local weights file.
+    ``checkpoint_path`` loads a local weights file; otherwise ``pretrained=True`` has timm fetch
+    the model's default weights (and adapt them to the channels and classes itself).
     """
     if not timm.is_model(name):
         raise _unknown_name("timm", name, timm.list_models())
-    if pretrained and checkpoint_path is None:
-        raise ValueError(
-            f"timm {name}: pretrained=true, but {NO_HUB.format(key='checkpoint_path')}"
-        )
     pretrained_cfg = get_pretrained_cfg(name)
     if image_size is not None and pretrained_cfg is not None and pretrained_cfg.fixed_input_size:
         kwargs["img_size"] = image_size
     kwargs = {key: value for key, value in kwargs.items() if value is not None}
-    model = timm.create_model(name, in_chans=in_channels, num_classes=num_classes, **kwargs)
+    from_hub = pretrained and checkpoint_path is None
+    try:
+        model = timm.create_model(
+            name, pretrained=from_hub, in_chans=in_channels, num_classes=num_classes, **kwargs
+        )
+    except OSError as error:  # the hub's LocalEntryNotFoundError, a URLError: no network
+        raise UserError(
+            f"timm {name}: pretrained=true could not fetch the weights ({type(error).__name__}: "
+            f"{str(error).splitlines()[0]}). Without network, download them elsewhere and pass "
+            "the local file: model.net.checkpoint_path=/path/to/weights.safetensors (or a "
+            ".pth/.pt state dict); set HF_HUB_OFFLINE=1 to skip the hub's retries"
+        ) from error
     if checkpoint_path is not None:
-        state = load_state_dict(str(_check_file(checkpoint_path)))
-        first_conv = model.pretrained_cfg.get("first_conv") or ""
-        _load_adapted(model, state, first_conv=first_conv, num_classes=num_classes)
+        load_state_dict_adapted(
+            model,
+            read_weights_file(checkpoint_path),
+            name=f"timm {name}",
+            source=str(checkpoint_path),
+            num_classes=num_classes,
+            first_conv=model.pretrained_cfg.get("first_conv"),
+        )
     return model
 
 
@@ -120,23 +109,28 @@ def torchvision_backbone(
     name: str,
     in_channels: int,
     num_classes: int,
-    weights_path: str | None = None,
+    weights: str | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """``torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)``.
+    """``torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)``,
+    then ``weights`` loaded into it: a torchvision weights name of ``name`` (``IMAGENET1K_V1``,
+    ``DEFAULT``) or a local file (see ``cnnzoo.models.weights``).
 
     For ``in_channels != 3`` the first ``nn.Conv2d`` that reads 3 channels (in module order:
     ``conv1`` of ResNet, ``features.0`` of VGG/AlexNet, ``features.0.0`` of ConvNeXt,
     ``conv_proj`` of ViT) is replaced by the same convolution reading ``in_channels`` (with
-    PyTorch's default initialisation).
-    ``weights_path`` loads a local state_dict (torchvision's own files included).
+    PyTorch's default initialisation, or the weights' kernel adapted).
     """
     names = torchvision.models.list_models(module=torchvision.models)  # classifiers only
     if name not in names:
         raise _unknown_name("torchvision", name, names)
-    if kwargs.get("weights") is not None:
-        raise ValueError(f"torchvision {name}: {NO_HUB.format(key='weights_path')}")
     kwargs = {key: value for key, value in kwargs.items() if value is not None}
+    weights_enum = None
+    if weights is not None and not is_weights_file(weights):
+        weights_enum = torchvision_weights(name, weights)
+    if weights_enum is not None and name in TRANSFORM_INPUT:
+        # what torchvision's builder does with these weights; defined for RGB input only
+        kwargs.setdefault("transform_input", in_channels == 3)
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
     first_conv, conv = _first_rgb_conv(model)
     if in_channels != 3:
@@ -154,7 +148,18 @@ def torchvision_backbone(
             padding_mode=conv.padding_mode,
         )
         setattr(parent, attribute, replacement)
-    if weights_path is not None:
-        state = torch.load(_check_file(weights_path), map_location="cpu", weights_only=True)
-        _load_adapted(model, state, first_conv=first_conv, num_classes=num_classes)
+    if weights is not None:
+        if weights_enum is not None:
+            state = fetch_torchvision_weights(weights_enum)
+            source = f"{weights} ({weights_enum})"
+        else:
+            state, source = read_weights_file(weights), str(weights)
+        load_state_dict_adapted(
+            model,
+            state,
+            name=f"torchvision {name}",
+            source=source,
+            num_classes=num_classes,
+            first_conv=first_conv,
+        )
     return model

@@ -137,6 +137,9 @@ class ConvNeXt(nn.Module):
             x = stage(downsample(x))
         return x
 
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
     def forward_head(self, x: Tensor) -> Tensor:
         return self.head(self.norm(x.mean((-2, -1))))  # N x C -> N x num_classes
 

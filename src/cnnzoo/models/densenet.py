@@ -147,6 +147,9 @@ class DenseNet(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         return self.features(x)  # N x num_features x H/32 x W/32 (ImageNet stem)
 
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
     def forward_head(self, x: Tensor) -> Tensor:
         return self.classifier(torch.flatten(self.pool(x), 1))  # N x num_classes
 

@@ -37,6 +37,10 @@ class InceptionSpec:
         return self.ch1x1 + self.ch3x3 + self.ch5x5 + self.pool_proj
 
 
+# the normalisation torchvision's ImageNet weights were trained with (see transform_input)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 # Table 1 of the paper, modules 3a..5b in order; input widths follow from the outputs.
 INCEPTION_V1: dict[str, InceptionSpec] = {
     "3a": InceptionSpec(64, 96, 128, 16, 32, 32),
@@ -120,6 +124,11 @@ class GoogLeNet(nn.Module):
     ``forward_with_aux`` returns all three outputs for the paper's 0.3-weighted auxiliary losses.
     Dropout before the FC is torchvision's 0.2 (the paper's Table 1: 40%).
 
+    ``transform_input`` re-scales an input normalised with ImageNet's mean and std to the
+    ``(pixel - 0.5) / 0.5`` range that torchvision's pretrained weights expect (they were ported
+    from TensorFlow's Inception): torchvision's ``googlenet(weights=...)`` turns it on, and so does
+    ``create_model("googlenet", weights=...)`` for those weights.
+
     Init: truncated normal (std 0.01) for conv and linear weights, as torchvision.
     """
 
@@ -131,9 +140,16 @@ class GoogLeNet(nn.Module):
         stem: str = "imagenet",
         aux_logits: bool = True,
         dropout: float = 0.2,
+        transform_input: bool = False,
     ) -> None:
         super().__init__()
         check_choice("stem", stem, STEMS)
+        if transform_input and in_channels != 3:
+            raise ValueError(
+                f"transform_input re-normalises the three ImageNet (RGB) channels; "
+                f"this GoogLeNet reads in_channels={in_channels}"
+            )
+        self.transform_input = transform_input
         # Flat attribute names (conv1 .. maxpool2, inception3a ..) are torchvision's; the small
         # stem leaves the layers it does not need as Identity so forward has no branches.
         if stem == "imagenet":
@@ -175,8 +191,22 @@ class GoogLeNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def _transform_input(self, x: Tensor) -> Tensor:
+        if not self.transform_input:
+            return x
+        # x = (p - mean) / std per channel, so (p - 0.5) / 0.5 = x * std / 0.5 + (mean - 0.5) / 0.5
+        # (torchvision's arithmetic, term for term, so that the outputs are bitwise the same)
+        return torch.cat(
+            [
+                x[:, c : c + 1] * (std / 0.5) + (mean - 0.5) / 0.5
+                for c, (mean, std) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD, strict=True))
+            ],
+            1,
+        )
+
     def _trunk(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The feature map after 5b, and the 4a and 4d outputs the auxiliary classifiers read."""
+        x = self._transform_input(x)
         x = self.conv1(x)  # N x 64 x 112 x 112 (small: N x 192 x 32 x 32)
         x = self.maxpool1(x)  # N x 64 x 56 x 56
         x = self.conv3(self.conv2(x))  # N x 192 x 56 x 56
@@ -191,6 +221,9 @@ class GoogLeNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self._trunk(x)[0]
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
 
     def forward_head(self, x: Tensor) -> Tensor:
         x = torch.flatten(self.avgpool(x), 1)  # N x 1024

@@ -76,6 +76,9 @@ class LeNet5(nn.Module):
         # N x 1 x 28 x 28 -> c1: N x 6 x 28 x 28 -> s2: N x 6 x 14 x 14 -> c3: N x 16 x 10 x 10
         return self.features(x)  # N x 16 x 5 x 5
 
+    def get_classifier(self) -> nn.Module:
+        return self.classifier[-1]  # "output"
+
     def forward_head(self, x: Tensor) -> Tensor:
         x = self.pool(x)  # N x 16 x 5 x 5 (a no-op for 28x28 inputs)
         x = torch.flatten(x, 1)  # N x 400
@@ -125,6 +128,9 @@ class MLP(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         x = torch.flatten(self.pool(x), 1)  # N x (C * image_size * image_size)
         return self.hidden(x)  # N x hidden_sizes[-1]
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
 
     def forward_head(self, x: Tensor) -> Tensor:
         return self.fc(x)

@@ -103,7 +103,12 @@ class PreActResNet(nn.Module):
     by 2), final BN-ReLU, global average pool, linear classifier.
 
     Init as the paper's code (fb.resnet.torch): Kaiming-normal (fan_out) convs, BN weight 1
-    bias 0, classifier bias 0.
+    bias 0, classifier bias 0. With ``zero_init_residual`` (the default) the last conv of every
+    residual branch starts at zero, so every unit with an identity shortcut starts as the
+    identity: timm's ``zero_init_last`` for its pre-activation ResNetV2, the idea of Goyal et al.
+    2017 (arXiv:1706.02677, §5.1). Without it nothing bounds the sum of the branches: each unit
+    adds a branch about as large as its input, the activations grow ~1.36x per unit, and
+    preact_resnet1001 (333 units) overflows to NaN at init in eval mode (issue #11).
 
     ``widths`` are the per-stage ``planes``; ``stem_width`` is the stem conv's output (16 in
     the CIFAR papers). The "small" stem is that one 3x3 conv; "imagenet" is a 7x7/2 conv and a
@@ -122,6 +127,7 @@ class PreActResNet(nn.Module):
         stem: str = "small",
         stem_width: int = 16,
         dropout: float = 0.0,
+        zero_init_residual: bool = True,
     ) -> None:
         super().__init__()
         check_choice("block", block, BLOCKS)
@@ -156,9 +162,9 @@ class PreActResNet(nn.Module):
         self.bn = nn.BatchNorm2d(channels)  # the final activation after the last addition
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
-        self._init_weights()
+        self._init_weights(zero_init_residual)
 
-    def _init_weights(self) -> None:
+    def _init_weights(self, zero_init_residual: bool) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -166,6 +172,12 @@ class PreActResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         nn.init.zeros_(self.fc.bias)
+        if zero_init_residual:  # after the loop above, which drew every conv
+            for m in self.modules():
+                if isinstance(m, PreActBlock):
+                    nn.init.zeros_(m.conv2.weight)
+                elif isinstance(m, PreActBottleneck):
+                    nn.init.zeros_(m.conv3.weight)
 
     @property
     def stages(self) -> list[nn.Module]:
@@ -176,6 +188,9 @@ class PreActResNet(nn.Module):
         for stage in self.stages:
             x = stage(x)
         return F.relu(self.bn(x))  # N x 640 x 8 x 8 (WRN-28-10); N x 256 x 8 x 8 (ResNet-164)
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.avgpool(x), 1))  # N x num_classes
@@ -192,9 +207,11 @@ def wide_resnet(
     in_channels: int = 3,
     num_classes: int = 1000,
     stem: str = "small",
+    zero_init_residual: bool = True,
 ) -> PreActResNet:
     """WRN-``depth``-``widen_factor``: three stages of (depth - 4) / 6 basic units of 16k, 32k
-    and 64k channels after a 16-channel stem (Zagoruyko & Komodakis 2016, Table 1)."""
+    and 64k channels after a 16-channel stem (Zagoruyko & Komodakis 2016, Table 1).
+    ``zero_init_residual``: see ``PreActResNet``."""
     if depth < 10 or (depth - 4) % 6 != 0:
         raise ValueError(
             f"WRN depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, 40, ...), got {depth}"
@@ -211,6 +228,7 @@ def wide_resnet(
         stem=stem,
         stem_width=16,
         dropout=dropout,
+        zero_init_residual=zero_init_residual,
     )
 
 

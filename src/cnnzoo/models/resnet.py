@@ -220,6 +220,9 @@ class ResNet(nn.Module):
             x = stage(x)
         return x  # N x 2048 x 7 x 7 (ResNet-50, 224 px); N x 64 x 8 x 8 (ResNet-20, 32 px)
 
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.avgpool(x), 1))  # N x num_classes
 

@@ -1,0 +1,105 @@
+"""Fine-tuning pretrained weights: a lower learning rate for the pretrained backbone than for the
+new classifier (`param_groups(..., backbone_lr_scale=...)`), and the CIFAR-10 ResNet-18 recipe."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+from torch import nn
+
+from cnnzoo.config import CONFIG_MODULE
+from cnnzoo.models import create_model
+from cnnzoo.models.backbones import timm_backbone
+from cnnzoo.optim import param_groups, warmup_cosine
+
+
+def ids(params: list[nn.Parameter]) -> set[int]:
+    return {id(p) for p in params}
+
+
+def test_the_classifier_keeps_the_lr_and_the_backbone_gets_a_scaled_one() -> None:
+    net = create_model("resnet20", num_classes=10)
+    backbone, head = param_groups(net, exclude_norm_and_bias=False, backbone_lr_scale=0.1, lr=0.05)
+    assert ids(head["params"]) == ids(list(net.fc.parameters())) and "lr" not in head
+    assert backbone["lr"] == pytest.approx(0.005)
+    assert len(backbone["params"]) + 2 == len(list(net.parameters()))
+
+    optimizer = torch.optim.SGD([backbone, head], lr=0.05, momentum=0.9)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.005, 0.05])
+    # a per-group schedule keeps the ratio all the way
+    scheduler = warmup_cosine(optimizer, total_steps=10, warmup_steps=2)
+    for _ in range(5):
+        optimizer.step()
+        scheduler.step()
+        low, high = (g["lr"] for g in optimizer.param_groups)
+        assert low == pytest.approx(0.1 * high)
+
+
+def test_with_norm_and_bias_excluded_there_are_four_groups() -> None:
+    net = create_model("lenet", num_classes=10)
+    groups = param_groups(net, exclude_norm_and_bias=True, backbone_lr_scale=0.1, lr=1.0)
+    assert [(g.get("lr"), g.get("weight_decay")) for g in groups] == [
+        (0.1, None), (0.1, 0.0), (None, None), (None, 0.0)
+    ]  # fmt: skip
+    head = net.get_classifier()
+    assert ids(groups[2]["params"]) == {id(head.weight)}
+    assert ids(groups[3]["params"]) == {id(head.bias)}
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+
+
+def test_library_nets_split_at_their_classifier() -> None:
+    timm_net = timm_backbone(name="resnet18", in_channels=3, num_classes=10)
+    _, head = param_groups(timm_net, exclude_norm_and_bias=False, backbone_lr_scale=0.1, lr=1.0)
+    assert ids(head["params"]) == ids(list(timm_net.get_classifier().parameters()))
+    # torchvision's nets have no get_classifier: the last Linear is the classifier
+    vgg = torchvision.models.vgg11(num_classes=10)
+    _, head = param_groups(vgg, exclude_norm_and_bias=False, backbone_lr_scale=0.1, lr=1.0)
+    assert ids(head["params"]) == ids(list(vgg.classifier[-1].parameters()))
+
+
+def test_without_a_scale_the_groups_are_unchanged_and_a_scale_needs_the_base_lr() -> None:
+    net = create_model("lenet", num_classes=10)
+    assert [len(g["params"]) for g in param_groups(net, exclude_norm_and_bias=False)] == [10]
+    with pytest.raises(ValueError, match="lr=..."):
+        param_groups(net, exclude_norm_and_bias=False, backbone_lr_scale=0.1)
+    with pytest.raises(ValueError, match="positive"):
+        param_groups(net, exclude_norm_and_bias=False, backbone_lr_scale=0.0, lr=1.0)
+    squeezenet = torchvision.models.squeezenet1_0(num_classes=10)  # a conv classifier
+    with pytest.raises(ValueError, match="no get_classifier"):
+        param_groups(squeezenet, exclude_norm_and_bias=False, backbone_lr_scale=0.1, lr=1.0)
+
+
+def test_the_recipe_builds_torchvisions_resnet18_with_its_weights_and_a_new_fc(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # a stand-in for IMAGENET1K_V1 in a temporary torch hub cache: nothing is downloaded
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    cached.parent.mkdir(parents=True)
+    imagenet = torchvision.models.resnet18().state_dict()
+    torch.save(imagenet, cached)
+
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        cfg = compose("train", ["experiment=cifar10_resnet18_finetune", "paths.output_dir=/tmp"])
+    assert cfg.data.image_size == 224 and cfg.model.net.stem == "imagenet"
+    assert cfg.model.backbone_lr_scale == 0.1 and cfg.model.net.weights == "IMAGENET1K_V1"
+    net = instantiate(cfg.model.net)
+
+    state = net.state_dict()
+    assert state.keys() == imagenet.keys()
+    assert all(torch.equal(state[k], imagenet[k]) for k in state if not k.startswith("fc."))
+    assert state["fc.weight"].shape == (10, 512)  # a new classifier for CIFAR-10's classes
+    groups = param_groups(
+        net,
+        exclude_norm_and_bias=True,
+        backbone_lr_scale=cfg.model.backbone_lr_scale,
+        lr=cfg.model.optimizer.lr,
+    )
+    assert [g.get("lr") for g in groups] == pytest.approx([0.005, 0.005, None, None])
