@@ -103,3 +103,26 @@ def test_the_recipe_builds_torchvisions_resnet18_with_its_weights_and_a_new_fc(
         lr=cfg.model.optimizer.lr,
     )
     assert [g.get("lr") for g in groups] == pytest.approx([0.005, 0.005, None, None])
+
+
+def test_a_fine_tuned_checkpoint_loads_offline_without_the_pretrained_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from cnnzoo.checkpoint import load_classifier
+    from cnnzoo.module import ImageClassifier
+
+    source = tmp_path / "lenet.pth"
+    torch.save(create_model("lenet", in_channels=1, num_classes=10).state_dict(), source)
+    model = ImageClassifier(
+        net={"_target_": "cnnzoo.models.create_model", "name": "lenet", "weights": str(source)},
+        num_classes=10,
+        optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1},
+    ).eval()
+    assert model.hparams.net["weights"] is None  # the checkpoint holds the weights from now on
+    ckpt = tmp_path / "fine_tuned.ckpt"
+    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, ckpt)
+    source.unlink()  # the pretrained file is gone, as on another machine
+    loaded = load_classifier(ckpt)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))

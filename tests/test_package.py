@@ -52,10 +52,9 @@ def test_every_readme_command_composes_as_written(line: str) -> None:
     words = shlex.split(line.replace("<", "_").replace(">", "_"))
     words = words[words.index("python") + 1 :]
     entry, args = words[0], words[1:]
-    if any(a.startswith("--config-dir") for a in args):
-        pytest.skip("composes with a config dir the command's own run creates")
+    if any(a.startswith(("--config-dir", "hydra.searchpath")) for a in args):
+        pytest.skip("needs a config dir of the user's (the wheel test adds one)")
     for job in _jobs(args):
-        job = [o.replace("hydra/launcher=slurm", "hydra/launcher=local") for o in job]
         compose_config(*job, config=ENTRY_CONFIGS[entry])
 
 

@@ -136,6 +136,9 @@ QUICK = {"mnist_lenet", "mnist_mlp", "cifar10_resnet18"}
 )
 def test_every_experiment_runs_end_to_end(experiment: str, tmp_path: Path) -> None:
     data = DATA[experiment.split("_")[0]](tmp_path / "data")
+    if experiment.endswith("_finetune"):
+        # the pretrained weights themselves are tested in test_finetune.py (no download here)
+        data.append("model.net.weights=null")
     record = train(f"experiment={experiment}", "debug=fdr", "data.batch_size=32",
                    "data.num_workers=0", *data, tmp_path=tmp_path)  # fmt: skip
     assert math.isfinite(record["metrics"]["test/loss"])
