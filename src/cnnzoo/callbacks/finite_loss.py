@@ -22,26 +22,18 @@ class FiniteLoss(L.Callback):
     diverged weights never become ``best.ckpt``, and at most ``check_every_n_steps`` batches after
     it happened.
 
-    Each batch only records, on the device, which batch first had a non-finite loss: reading the
-    loss back every batch would wait for the device (a sync per step on a GPU). The record is
-    read every ``check_every_n_steps`` batches (default: ``trainer.log_every_n_steps``, when the
-    loggers read a loss anyway), at the epoch's last batch and when training ends.
+    Each batch only keeps a reference to its (detached) loss: reading it back every batch would
+    wait for the device (a sync per step on a GPU), and even checking it on the device costs more
+    than the step's own bookkeeping on a CPU. The kept losses are checked together every
+    ``check_every_n_steps`` batches (default: ``trainer.log_every_n_steps``, when the loggers
+    read a loss anyway), at the epoch's last batch and when training ends: one read each time.
     """
 
     def __init__(self, check_every_n_steps: int | None = None) -> None:
         self.check_every_n_steps = check_every_n_steps
-        self._reset()
-
-    def _reset(self, device: torch.device | str = "cpu") -> None:
-        # on the device: the running batch index, the first bad one (-1: none) and its loss
-        self._index = torch.zeros((), dtype=torch.long, device=device)
-        self._first = torch.full((), -1, dtype=torch.long, device=device)
-        self._loss = torch.zeros((), dtype=torch.float32, device=device)
-        # on the host: (global step, epoch) of the batches since the last check
-        self._seen: list[tuple[int, int]] = []
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._reset(pl_module.device)
+        # the losses since the last check, with their (global step, epoch)
+        self._losses: list[Tensor] = []
+        self._where: list[tuple[int, int]] = []
 
     def on_train_batch_end(
         self,
@@ -54,12 +46,8 @@ class FiniteLoss(L.Callback):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if not isinstance(loss, Tensor):
             return
-        loss = loss.detach()
-        new = ~torch.isfinite(loss) & (self._first < 0)
-        self._first = torch.where(new, self._index, self._first)
-        self._loss = torch.where(new, loss.float(), self._loss)
-        self._index += 1
-        self._seen.append((trainer.global_step, trainer.current_epoch))
+        self._losses.append(loss.detach())
+        self._where.append((trainer.global_step, trainer.current_epoch))
         every = self.check_every_n_steps or trainer.log_every_n_steps
         if batch_idx + 1 == trainer.num_training_batches or (batch_idx + 1) % every == 0:
             self.check()
@@ -69,15 +57,19 @@ class FiniteLoss(L.Callback):
 
     def check(self) -> None:
         """Raise ``NonFiniteLossError`` if a batch since the last check had a non-finite loss."""
-        first = int(self._first)
-        if first < 0:
-            self._seen.clear()
-            self._index.zero_()
+        if not self._losses:
             return
-        step, epoch = self._seen[first]
+        losses = torch.stack(self._losses)
+        bad = (~torch.isfinite(losses)).nonzero()  # the one read back to the host
+        if len(bad) == 0:
+            self._losses.clear()
+            self._where.clear()
+            return
+        first = int(bad[0])
+        step, epoch = self._where[first]
         raise NonFiniteLossError(
-            f"the training loss is {float(self._loss)} at step {step} (epoch {epoch}): the run "
-            "diverged and was stopped. Lower the learning rate (model.optimizer.lr), clip "
+            f"the training loss is {float(losses[first])} at step {step} (epoch {epoch}): the "
+            "run diverged and was stopped. Lower the learning rate (model.optimizer.lr), clip "
             "gradients (trainer.gradient_clip_val=1.0) or train in bf16 "
             "(trainer.precision=bf16-mixed) instead of fp16"
         )
