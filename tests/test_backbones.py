@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from urllib.error import URLError
@@ -219,3 +220,13 @@ def test_timm_backbone_trains_through_the_pipeline_and_logs_its_size(tmp_path: P
     )
     assert float(rows[0]["model/params"]) == params
     assert float(rows[0]["model/flops"]) > 0
+
+
+def test_torchvision_googlenet_trains_with_its_auxiliary_outputs(tmp_path: Path) -> None:
+    from conftest import QUIET, run_training
+
+    # in training torchvision's GoogLeNet returns (logits, aux2, aux1): both aux losses count
+    record = run_training(tmp_path / "run", "debug=fdr", "model=torchvision",
+                          "model.net.name=googlenet", *QUIET)  # fmt: skip
+    assert math.isfinite(record["metrics"]["train/loss"])
+    assert math.isfinite(record["metrics"]["test/loss"])

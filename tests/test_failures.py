@@ -417,3 +417,23 @@ def test_compose_checks_happen_before_any_work() -> None:
 
     with pytest.raises(UserError, match="trainer.max_epochs=0 is not valid"):
         validate(cfg)
+
+
+def test_logger_null_on_the_command_line_means_no_logger() -> None:
+    from cnnzoo.console import prepare_command_line
+
+    argv = ["train.py", "logger=null", "callbacks=none", "model=lenet", "logger.csv.name=x"]
+    prepare_command_line(argv)
+    assert argv == ["train.py", "~logger", "~callbacks", "model=lenet", "logger.csv.name=x"]
+
+
+@pytest.mark.slow  # two DDP trials of 2 processes each
+def test_an_optuna_search_runs_ddp_trials_with_only_rank_0_at_the_study(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    run("train", "-m", "hparams_search=mnist_optuna", "hydra.sweeper.n_trials=2",
+        "trainer=ddp_cpu", *SHORT, f"hydra.sweep.dir={sweep}")  # fmt: skip
+    import optuna
+
+    study = optuna.load_study(study_name="mnist_optuna", storage=f"sqlite:///{sweep}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert all(t.intermediate_values for t in study.trials)  # rank 0 reported every epoch
