@@ -118,3 +118,24 @@ def test_the_wheel_installed_alone_runs_every_entry_point_from_an_empty_folder(
     cnnzoo("report", "logs")
     assert (work / "logs" / "report" / "report.md").is_file()
     assert not (work / "configs").exists()  # nothing came from a checkout
+
+
+def test_the_shared_config_parts_are_not_options() -> None:
+    from hydra.errors import MissingConfigException
+
+    from cnnzoo.config import config_options
+
+    for group in ("model", "data", "hparams_search", "callbacks", "logger", "trainer"):
+        assert not [name for name in config_options(group) if name.startswith("_")], group
+    with pytest.raises(MissingConfigException, match="Available options in 'data'"):
+        compose_config("data=_data")
+
+
+def test_a_missing_extra_is_named_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cnnzoo.errors import UserError
+    from cnnzoo.trackers import instantiate_loggers
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
+    cfg = compose_config("logger=wandb")
+    with pytest.raises(UserError, match=r"pip install 'cnnzoo\[wandb\]'"):
+        instantiate_loggers(cfg.logger)
