@@ -6,10 +6,7 @@ import torchvision
 
 from cnnzoo.models import create_model
 from cnnzoo.models.alexnet import AlexNet
-
-
-def n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+from cnnzoo.models.stats import count_parameters as n_params
 
 
 def test_alexnet_equals_torchvision_at_imagenet_settings() -> None:

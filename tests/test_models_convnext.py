@@ -6,12 +6,9 @@ import torchvision
 
 from cnnzoo.models.convnext import ConvNeXt, LayerNorm2d, from_torchvision_state_dict
 from cnnzoo.models.registry import create_model
+from cnnzoo.models.stats import count_parameters as n_params
 
 TORCHVISION_NAMES = ["convnext_tiny", "convnext_small", "convnext_base"]
-
-
-def n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def tiny_convnext(**kwargs: object) -> ConvNeXt:

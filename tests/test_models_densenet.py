@@ -6,12 +6,9 @@ import torchvision
 
 from cnnzoo.models.densenet import DenseBlock, DenseNet, Transition
 from cnnzoo.models.registry import create_model
+from cnnzoo.models.stats import count_parameters as n_params
 
 TORCHVISION_NAMES = ["densenet121", "densenet169", "densenet201"]
-
-
-def n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 @pytest.mark.parametrize("name", TORCHVISION_NAMES)

@@ -7,10 +7,7 @@ import torchvision
 
 from cnnzoo.models import create_model
 from cnnzoo.models.googlenet import INCEPTION_V1, GoogLeNet
-
-
-def n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+from cnnzoo.models.stats import count_parameters as n_params
 
 
 def torchvision_googlenet(aux_logits: bool, **kwargs: float) -> torch.nn.Module:

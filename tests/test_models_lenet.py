@@ -5,10 +5,7 @@ import torch
 
 from cnnzoo.models import create_model
 from cnnzoo.models.lenet import MLP, LeNet5
-
-
-def n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+from cnnzoo.models.stats import count_parameters as n_params
 
 
 def test_lenet_feature_maps_on_mnist_follow_the_paper() -> None:

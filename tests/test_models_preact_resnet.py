@@ -8,12 +8,9 @@ from hydra.utils import instantiate
 from cnnzoo.config import CONFIG_MODULE
 from cnnzoo.models.preact_resnet import PreActBlock, PreActBottleneck, PreActResNet, wide_resnet
 from cnnzoo.models.registry import create_model
+from cnnzoo.models.stats import count_parameters as n_params
 
 NAMES = ["preact_resnet18", "preact_resnet164", "preact_resnet1001", "wrn28_10"]
-
-
-def n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 PAPER_PARAMS = {  # at 10 classes, small stem

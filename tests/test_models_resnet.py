@@ -6,12 +6,9 @@ import torchvision
 
 from cnnzoo.models.registry import create_model
 from cnnzoo.models.resnet import CIFAR_RESNETS, IMAGENET_RESNETS, ResNet, ZeroPadShortcut
+from cnnzoo.models.stats import count_parameters as n_params
 
 TORCHVISION_NAMES = [*IMAGENET_RESNETS, "wide_resnet50_2"]
-
-
-def n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def torchvision_model(name: str) -> torch.nn.Module:
