@@ -152,7 +152,7 @@ def _fit_and_test(
     best, last = _checkpoints(trainer)
     record["best_ckpt"], record["last_ckpt"] = best, last
     if cfg.get("test"):
-        tested = best or last if cfg.get("train") else cfg.get("ckpt_path")
+        tested = (best or last) if cfg.get("train") else cfg.get("ckpt_path")
         if tested:
             # the weights the file holds (with EMA: the average), as eval.py will load them
             log.info("Testing %s", tested)
