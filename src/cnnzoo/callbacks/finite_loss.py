@@ -60,7 +60,9 @@ class FiniteLoss(L.Callback):
         self._loss = torch.where(new, loss.float(), self._loss)
         self._index += 1
         self._seen.append((trainer.global_step, trainer.current_epoch))
-        every = self.check_every_n_steps or trainer.log_every_n_steps
+        every = self.check_every_n_steps or (
+            trainer.log_every_n_steps  # type: ignore[attr-defined]  # set at runtime
+        )
         if batch_idx + 1 == trainer.num_training_batches or (batch_idx + 1) % every == 0:
             self.check()
 
