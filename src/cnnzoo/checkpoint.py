@@ -20,7 +20,7 @@ import logging
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
@@ -201,9 +201,10 @@ def run_config(ckpt_path: str | Path) -> DictConfig | None:
     saved = Path(ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
     if not saved.is_file():
         return None
-    config = OmegaConf.load(saved)
+    # OmegaConf.load may give a list; Hydra saves the run's config as a mapping
+    config = cast(DictConfig, OmegaConf.load(saved))
     check_targets(OmegaConf.to_container(config.get("data") or {}), source=saved)
-    return config  # type: ignore[return-value]
+    return config
 
 
 # --- resuming -----------------------------------------------------------------------------------

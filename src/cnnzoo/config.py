@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import lru_cache
 from importlib.resources import files
 from typing import Any
@@ -91,13 +92,22 @@ register_resolvers()
 # --- checking the values a user sets ------------------------------------------------------------
 
 _INT, _NUMBER = "an integer", "a number"
+# (key, kind, rule, ok) or (key, kind, rule, ok, nullable)
+_Check = (
+    tuple[str, str, str, Callable[[Any], bool]] | tuple[str, str, str, Callable[[Any], bool], bool]
+)
 
 
 _ABSENT = object()
 
 
 def _check(
-    cfg: DictConfig, key: str, kind: str, rule: str, ok: Any, nullable: bool = False
+    cfg: DictConfig,
+    key: str,
+    kind: str,
+    rule: str,
+    ok: Callable[[Any], bool],
+    nullable: bool = False,
 ) -> None:
     parent_key, _, name = key.rpartition(".")
     try:
@@ -124,7 +134,7 @@ def _check(
 def validate(cfg: DictConfig) -> None:
     """Check the values users set most, before anything is built: one message naming the key,
     the value and what is allowed (constructors check the rest, and say so as clearly)."""
-    checks = [
+    checks: list[_Check] = [
         ("seed", _INT, "", lambda v: True, True),
         ("trainer.max_epochs", _INT, ">= 1, or -1 for no limit", lambda v: v >= 1 or v == -1),
         ("trainer.min_epochs", _INT, ">= 0", lambda v: v >= 0, True),

@@ -73,10 +73,11 @@ def job_command() -> list[str]:
     """The command line that runs this multirun job on its own, in its own directory."""
     import __main__
 
-    if getattr(__main__, "__spec__", None) is None:
+    spec = getattr(__main__, "__spec__", None)
+    if spec is None:
         command = [sys.executable, to_absolute_path(sys.argv[0])]
     else:
-        command = [sys.executable, "-m", __main__.__spec__.name]
+        command = [sys.executable, "-m", spec.name]
     hydra_cfg = HydraConfig.get()
     hydra_overrides = [
         override

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
-from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from cnnzoo.errors import check_choice
@@ -27,7 +27,8 @@ STAGES = ("train", "val", "test")
 def _plain(node: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """Configs arrive as DictConfig or dict; hyperparameters must be plain data."""
     if isinstance(node, DictConfig):
-        return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+        # OmegaConf types a container as any data; a DictConfig's is a dict
+        return cast(dict[str, Any], OmegaConf.to_container(node, resolve=True))
     return None if node is None else dict(node)
 
 
@@ -92,10 +93,10 @@ class ImageClassifier(L.LightningModule):
             }
         )
         # instantiated as the node `net`, so a refused argument's error names `net`
-        self.net: nn.Module = instantiate(OmegaConf.create({"net": self.hparams.net}).net)
-        if any(self.hparams.net.get(key) for key in PRETRAINED_KEYS):
+        self.net: nn.Module = instantiate(OmegaConf.create({"net": self.hparams["net"]}).net)
+        if any(self.hparams["net"].get(key) for key in PRETRAINED_KEYS):
             # the checkpoints hold these weights from now on: rebuilding from one fetches none
-            self.hparams.net = without_weights(self.hparams.net, self.net)
+            self.hparams["net"] = without_weights(self.hparams["net"], self.net)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         if compile:
@@ -125,34 +126,41 @@ class ImageClassifier(L.LightningModule):
         )
         self._last_logged_step = -1
 
+    # `self.metrics` types its items as nn.Module: these name what each entry is
+    def _accuracy(self, stage: str) -> MetricCollection:
+        return cast(MetricCollection, self.metrics[f"{stage}_acc"])
+
+    def _metric(self, name: str) -> Metric:
+        return cast(Metric, self.metrics[name])
+
     @property
     def metric_names(self) -> list[str]:
         """Every metric this module logs (what a checkpoint or early stopping can monitor)."""
         names = ["train/loss", "train/loss_epoch", "train/loss_step", "val/acc_best"]
         for stage in STAGES:
-            names += [*self.metrics[f"{stage}_acc"].keys(keep_base=False), f"{stage}/loss"]
+            names += [*map(str, self._accuracy(stage).keys(keep_base=False)), f"{stage}/loss"]
         return names
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.hparams.channels_last:
+        if self.hparams["channels_last"]:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
     def _step(self, batch: Batch, stage: str) -> Tensor:
         x, y = batch
         logits, aux = split_logits(self(x))
-        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams["label_smoothing"])
         if aux:  # auxiliary classifiers, weighted 0.3 in GoogLeNet (Szegedy et al. 2015)
             aux_loss = sum(
-                F.cross_entropy(a, y, label_smoothing=self.hparams.label_smoothing) for a in aux
+                F.cross_entropy(a, y, label_smoothing=self.hparams["label_smoothing"]) for a in aux
             )
-            loss = loss + self.hparams.aux_loss_weight * aux_loss
+            loss = loss + self.hparams["aux_loss_weight"] * aux_loss
         # MixUp/CutMix give soft targets (N x num_classes): accuracy counts the dominant class
         target = y.argmax(dim=1) if y.ndim > 1 else y
-        self.metrics[f"{stage}_acc"].update(logits.detach(), target)
+        self._accuracy(stage).update(logits.detach(), target)
         # the batch's mean loss once per image: a mean weighted by batch size. (MeanMetric's
         # `weight=` is dropped when nan_strategy="disable", in torchmetrics 1.9.)
-        self.metrics[f"{stage}_loss"].update(loss.detach().expand(len(target)))
+        self._metric(f"{stage}_loss").update(loss.detach().expand(len(target)))
         return loss
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
@@ -170,7 +178,8 @@ class ImageClassifier(L.LightningModule):
         would cost on every step (see the class docstring)."""
         trainer = self.trainer
         done = trainer.global_step  # optimizer steps taken, this one included
-        if done % trainer.log_every_n_steps or done == self._last_logged_step:
+        every = trainer.log_every_n_steps  # type: ignore[attr-defined]  # set at runtime
+        if done % every or done == self._last_logged_step:
             return
         self._last_logged_step = done
         if trainer.is_global_zero and trainer.loggers:
@@ -181,7 +190,7 @@ class ImageClassifier(L.LightningModule):
                 )
 
     def _log_epoch(self, stage: str) -> dict[str, Tensor]:
-        accuracy, loss = self.metrics[f"{stage}_acc"], self.metrics[f"{stage}_loss"]
+        accuracy, loss = self._accuracy(stage), self._metric(f"{stage}_loss")
         values = {**accuracy.compute(), f"{stage}/loss": loss.compute()}
         accuracy.reset()
         loss.reset()
@@ -194,18 +203,18 @@ class ImageClassifier(L.LightningModule):
 
     def on_train_start(self) -> None:
         # the sanity check's validation must not count towards the best accuracy
-        self.metrics["val_acc_best"].reset()
+        self._metric("val_acc_best").reset()
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
-            self.metrics["val_acc"].reset()
-            self.metrics["val_loss"].reset()
+            self._accuracy("val").reset()
+            self._metric("val_loss").reset()
             return
         values = self._log_epoch("val")
-        best = self.metrics["val_acc_best"]
+        best = self._metric("val_acc_best")
         best.update(values["val/acc"])
         self.log("val/acc_best", best.compute(), prog_bar=True)
 
@@ -215,24 +224,27 @@ class ImageClassifier(L.LightningModule):
     def configure_optimizers(self) -> Any:
         groups = param_groups(
             self.net,
-            exclude_norm_and_bias=not self.hparams.decay_norm_and_bias,
-            backbone_lr_scale=self.hparams.backbone_lr_scale,
-            lr=self.hparams.optimizer.get("lr"),
+            exclude_norm_and_bias=not self.hparams["decay_norm_and_bias"],
+            backbone_lr_scale=self.hparams["backbone_lr_scale"],
+            lr=self.hparams["optimizer"].get("lr"),
         )
-        optimizer = instantiate(self.hparams.optimizer)(params=groups)
-        if self.hparams.scheduler is None:
+        optimizer = instantiate(self.hparams["optimizer"])(params=groups)
+        if self.hparams["scheduler"] is None:
             return optimizer
-        settings = dict(self.hparams.scheduler)
+        settings = dict(self.hparams["scheduler"])
         if "total_steps" in settings and settings["total_steps"] is None:
             # a schedule over the whole run (cosine, one-cycle) whose config leaves its length
             # to the trainer: batches, or epochs for a per-epoch schedule
             settings["total_steps"] = (
                 self.trainer.max_epochs
-                if self.hparams.scheduler_interval == "epoch"
+                if self.hparams["scheduler_interval"] == "epoch"
                 else self.trainer.estimated_stepping_batches
             )
         scheduler = instantiate(settings)(optimizer=optimizer)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "interval": self.hparams["scheduler_interval"],
+            },
         }

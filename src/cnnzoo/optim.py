@@ -20,6 +20,7 @@ def classifier_of(module: nn.Module) -> nn.Module:
     """The final classifier: ``get_classifier()`` where the net has it (every cnnzoo net, timm),
     else the last ``nn.Linear`` (torchvision's: ``fc``, ``classifier[-1]``, ``heads.head``)."""
     if hasattr(module, "get_classifier"):
+        # a method, which nn.Module's __getattr__ types as a Tensor or a submodule
         return module.get_classifier()  # type: ignore[operator]
     linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
     if not linears:

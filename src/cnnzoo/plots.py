@@ -11,12 +11,15 @@ import functools
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 if TYPE_CHECKING:
+    from matplotlib.artist import Artist
     from matplotlib.axes import Axes
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
 __all__ = [
@@ -36,7 +39,7 @@ CAPTION_POINTS = 7
 MAX_POINT_LABELS = 12
 
 
-def _pyplot():
+def _pyplot() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -210,7 +213,8 @@ def _label_points(ax: Axes, points: Sequence[tuple[str, float, float]]) -> bool:
     """Write each label beside its point where it overlaps no other label or point and stays
     inside the axes; ``False`` (and nothing written) when some label finds no such place."""
     figure = ax.figure
-    renderer = figure.canvas.get_renderer()
+    # matplotlib types a figure's canvas by the base class; _pyplot() chose the Agg backend
+    renderer = cast("FigureCanvasAgg", figure.canvas).get_renderer()
     frame = ax.get_window_extent(renderer)
     from matplotlib.transforms import Bbox
 
@@ -321,7 +325,7 @@ def learning_curves_figure(
         ax.set_ylabel("accuracy" if "acc" in metric else "loss" if "loss" in metric else metric)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-    named = {}
+    named: dict[str, Artist] = {}
     for ax in axes[0]:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             named.setdefault(label, handle)

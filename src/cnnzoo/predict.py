@@ -15,10 +15,9 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -31,6 +30,9 @@ from cnnzoo.errors import UserError, user_errors
 from cnnzoo.eval import data_from_run
 from cnnzoo.module import ImageClassifier, split_logits
 
+if TYPE_CHECKING:
+    from cnnzoo.data.base import ImageDataModule
+
 __all__ = ["IMAGE_SUFFIXES", "find_images", "load_for_inference", "main", "predict"]
 
 log = logging.getLogger(__name__)
@@ -38,12 +40,12 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-def load_for_inference(cfg: DictConfig) -> tuple[ImageClassifier, L.LightningDataModule]:
+def load_for_inference(cfg: DictConfig) -> tuple[ImageClassifier, ImageDataModule]:
     """The checkpoint's model (eval mode, on CPU) and its datamodule (not set up)."""
     ckpt_path = Path(cfg.ckpt_path)
     model = load_classifier(ckpt_path)
     data_from_run(cfg, ckpt_path)
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    datamodule: ImageDataModule = instantiate(cfg.data)
     return model, datamodule
 
 
@@ -66,7 +68,7 @@ def find_images(inputs: str) -> list[Path]:
     return images
 
 
-def eval_transform(datamodule: L.LightningDataModule) -> Callable[[Any], Tensor]:
+def eval_transform(datamodule: ImageDataModule) -> Callable[[Any], Tensor]:
     """The datamodule's evaluation transform (PIL image -> normalised ``C x H x W`` tensor)."""
     if hasattr(datamodule, "sample_transforms"):
         return datamodule.sample_transforms(train=False)
@@ -103,7 +105,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     model, datamodule = load_for_inference(cfg)
     transform = eval_transform(datamodule)
     names = [str(name) for name in getattr(datamodule, "class_names", None) or []]
-    num_classes = int(model.hparams.num_classes)
+    num_classes = int(model.hparams["num_classes"])
     if len(names) != num_classes:
         names = [str(i) for i in range(num_classes)]
     k = min(int(cfg.top_k), num_classes)

@@ -13,6 +13,7 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -106,7 +107,8 @@ def _wandb_node(node: DictConfig, run_dir: Path) -> DictConfig:
             "(or WANDB_MODE=offline)"
         )
     group, name = run_identity()
-    node = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
+    # a DictConfig's container is a dict
+    node = OmegaConf.create(cast(dict[str, Any], OmegaConf.to_container(node, resolve=True)))
     id_file = run_dir / WANDB_ID_FILE
     with open_dict(node):
         node.group = node.get("group") or group or None

@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
 import lightning as L
@@ -54,9 +54,9 @@ def _checkpoints(trainer: L.Trainer) -> tuple[str | None, str | None]:
 def check_monitors(trainer: L.Trainer, model: L.LightningModule) -> None:
     """A callback monitoring a metric nobody logs fails before training, not after an epoch."""
     logged = set(getattr(model, "metric_names", ()))
-    for callback in trainer.callbacks:  # type: ignore[attr-defined]
+    for callback in trainer.callbacks:  # type: ignore[attr-defined]  # set at runtime
         logged |= set(getattr(callback, "metric_names", ()))
-    for callback in trainer.callbacks:  # type: ignore[attr-defined]
+    for callback in trainer.callbacks:  # type: ignore[attr-defined]  # set at runtime
         monitor = getattr(callback, "monitor", None)
         if not logged or monitor is None or monitor in logged:
             continue
@@ -93,8 +93,9 @@ def check_input_fits(model: L.LightningModule, datamodule: L.LightningDataModule
 
 def _raise_if_pruned(trainer: L.Trainer) -> None:
     """An Optuna trial stopped by its pruner ends here, on rank 0, as the sweeper expects."""
-    reason = next((cb.pruned for cb in trainer.callbacks if getattr(cb, "pruned", None)), None)
-    if reason is not None and trainer.is_global_zero:  # type: ignore[attr-defined]
+    callbacks = trainer.callbacks  # type: ignore[attr-defined]  # set at runtime
+    reason = next((cb.pruned for cb in callbacks if getattr(cb, "pruned", None)), None)
+    if reason is not None and trainer.is_global_zero:
         import optuna
 
         raise optuna.TrialPruned(reason)
@@ -122,7 +123,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_monitors(trainer, model)
     check_input_fits(model, datamodule)
     for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+        logger.log_hyperparams(cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)))
 
     try:
         record = _fit_and_test(cfg, trainer, model, datamodule, ckpt_path)
@@ -183,7 +184,7 @@ def _run(cfg: DictConfig) -> float | None:
         record = run_job_in_child()
         write_sweep_summary(hydra_cfg.sweep.dir)
         return _outcome(cfg, record)
-    record: dict[str, Any] = {"overrides": list(hydra_cfg.overrides.task), "status": "running"}
+    record = {"overrides": list(hydra_cfg.overrides.task), "status": "running"}
     exit_code = None
     try:
         record.update(train(cfg), status="completed")
@@ -201,7 +202,7 @@ def _run(cfg: DictConfig) -> float | None:
             raise user_error from error
         raise
     finally:
-        if rank_zero_only.rank == 0:
+        if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set at runtime
             write_job_summary(hydra_cfg.runtime.output_dir, record)
             if multirun:
                 write_sweep_summary(hydra_cfg.sweep.dir)

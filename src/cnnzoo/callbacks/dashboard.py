@@ -112,7 +112,7 @@ class Dashboard(L.Callback):
             self._show_batch(trainer, images[: self.batch_images], batch[1][: self.batch_images])
 
     def _show_batch(self, trainer: L.Trainer, images: Any, targets: Any) -> None:
-        datamodule = trainer.datamodule
+        datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set at runtime
         known = getattr(datamodule, "class_names", None)
         num_classes = len(known) if known else targets.shape[1] if targets.ndim > 1 else None
         names = class_names(trainer, num_classes or int(targets.max()) + 1)

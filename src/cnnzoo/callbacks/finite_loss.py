@@ -48,7 +48,9 @@ class FiniteLoss(L.Callback):
             return
         self._losses.append(loss.detach())
         self._where.append((trainer.global_step, trainer.current_epoch))
-        every = self.check_every_n_steps or trainer.log_every_n_steps
+        every = self.check_every_n_steps or (
+            trainer.log_every_n_steps  # type: ignore[attr-defined]  # set at runtime
+        )
         if batch_idx + 1 == trainer.num_training_batches or (batch_idx + 1) % every == 0:
             self.check()
 

@@ -17,7 +17,8 @@ __all__ = ["class_names", "displayable", "log_image_file"]
 
 def class_names(trainer: L.Trainer, num_classes: int) -> list[str]:
     """The datamodule's class names, or the class indices when it has none (or a wrong count)."""
-    names = getattr(trainer.datamodule, "class_names", None)
+    datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set at runtime
+    names = getattr(datamodule, "class_names", None)
     if names is not None and len(names) == num_classes:
         return [str(name) for name in names]
     return [str(i) for i in range(num_classes)]
@@ -26,7 +27,7 @@ def class_names(trainer: L.Trainer, num_classes: int) -> list[str]:
 def displayable(trainer: L.Trainer, images: Tensor) -> np.ndarray:
     """A normalised ``N x C x H x W`` batch → ``N x H x W x C`` in [0, 1], undoing the
     datamodule's mean and std (without them, each image is stretched to [0, 1])."""
-    datamodule = trainer.datamodule
+    datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set at runtime
     return plots.displayable(
         images.detach().float().cpu().numpy(),
         getattr(datamodule, "mean", None),

@@ -29,7 +29,8 @@ class ModelStats(L.Callback):
             "model/params": count_parameters(net),
             "model/trainable_params": sum(p.numel() for p in net.parameters() if p.requires_grad),
         }
-        shape = getattr(trainer.datamodule, "input_shape", None)
+        datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set at runtime
+        shape = getattr(datamodule, "input_shape", None)
         if shape is not None:
             stats["model/flops"] = count_flops(net, shape)
         for logger in trainer.loggers:

@@ -19,7 +19,9 @@ class RngState(L.Callback):
     ``torch.load(weights_only=True)``."""
 
     def state_dict(self) -> dict[str, Any]:
-        name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+        state = np.random.get_state()
+        assert isinstance(state, tuple)  # numpy's global generator is MT19937: a legacy tuple
+        name, keys, position, has_gauss, cached_gaussian = state
         return {
             "python": random.getstate(),
             "numpy": (

@@ -67,7 +67,7 @@ class TestReport(L.Callback):
         self._logits: Tensor | None = None
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        num_classes = int(pl_module.hparams.num_classes)
+        num_classes = int(pl_module.hparams["num_classes"])
         self.matrix = torch.zeros(
             num_classes, num_classes, dtype=torch.long, device=pl_module.device
         )
@@ -180,7 +180,7 @@ class TestReport(L.Callback):
             class_names=names,
             title="Confusion matrix (test)",
         )
-        columns = ["subset", "image", "true", "predicted", "confidence", "correct"]
+        columns: list[str | int] = ["subset", "image", "true", "predicted", "confidence", "correct"]
         data = []
         for subset, found in (("sample", self.sample), ("mistake", self.wrong)):
             if not found:
@@ -198,13 +198,12 @@ class TestReport(L.Callback):
                 data.append(
                     [subset, picture, names[true], names[predicted], confidence, true == predicted]
                 )
-        logger.log_metrics(
-            {
-                "test/confusion_matrix_chart": chart,
-                "test/predictions": wandb.Table(columns=columns, data=data),
-            },
-            step=trainer.global_step,
-        )
+        # wandb objects, which the W&B logger hands to wandb.log (its signature says floats)
+        media: dict[str, Any] = {
+            "test/confusion_matrix_chart": chart,
+            "test/predictions": wandb.Table(columns=columns, data=data),
+        }
+        logger.log_metrics(media, step=trainer.global_step)
 
 
 def _select(

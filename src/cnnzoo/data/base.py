@@ -249,6 +249,7 @@ class ImageDataModule(L.LightningDataModule):
     @property
     def image_size(self) -> int:
         """The side of the images the network sees: the ``image_size`` given, else the native."""
+        # a subclass without a native size (images read from files) has an image_size argument
         return self._image_size or self.native_image_size  # type: ignore[return-value]
 
     @property

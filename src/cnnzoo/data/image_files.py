@@ -117,10 +117,10 @@ class HeaderCache:
             entry = stamp + [_header_readable(path)]
             self.checked += 1
         self.seen[key] = entry
-        return entry[2]
+        return bool(entry[2])
 
     def readable(self, files: Iterable[str]) -> list[str]:
-        kept = []
+        kept: list[str] = []
         for path in files:
             (kept if self._ok(path) else self.bad).append(path)
         return kept

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -53,7 +55,12 @@ class ImageFileDataset(Dataset):
     """
 
     def __init__(
-        self, samples: list[tuple[str, int]], transform, *, mode: str, on_bad_image: str = "warn"
+        self,
+        samples: list[tuple[str, int]],
+        transform: Callable[[Image.Image], Tensor],
+        *,
+        mode: str,
+        on_bad_image: str = "warn",
     ) -> None:
         self.samples = samples
         self.transform = transform
@@ -95,7 +102,7 @@ class ImageFolderDataModule(ImageDataModule):
         on_bad_image: str = "warn",
         augment: str = "imagenet",
         per_sample_transforms: bool = True,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         if not per_sample_transforms:
             raise UserError(
@@ -139,8 +146,9 @@ class ImageFolderDataModule(ImageDataModule):
             }
         return {"train": self.path}
 
+    # read-only, unlike the base's class attributes: the classes are the folders on disk
     @property
-    def class_names(self) -> tuple[str, ...]:
+    def class_names(self) -> tuple[str, ...]:  # type: ignore[override]
         if self._class_names is None:
             self._class_names = self._scan_classes()
         return self._class_names
@@ -161,7 +169,7 @@ class ImageFolderDataModule(ImageDataModule):
         return tuple(names)
 
     @property
-    def num_classes(self) -> int:
+    def num_classes(self) -> int:  # type: ignore[override]
         return len(self.class_names)
 
     # --- loading ------------------------------------------------------------------------------
@@ -184,7 +192,8 @@ class ImageFolderDataModule(ImageDataModule):
         """The ``(path, label)`` samples of each split; the files that are not readable images
         named in one warning (or error) for all splits."""
         headers = HeaderCache(self.path) if self.check_images == "header" else None
-        samples, empty = {}, []
+        samples: dict[str, list[tuple[str, int]]] = {}
+        empty: list[str] = []
         for split, root in self.layout.items():
             samples[split] = []
             for label, files in enumerate(self._labelled_files(root)):

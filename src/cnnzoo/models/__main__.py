@@ -47,7 +47,7 @@ def _shape_label(shape: tuple[int, int, int], classes: int | None) -> str:
     return f"{'x'.join(map(str, shape))}, {_classes(shape, classes)} classes"
 
 
-def _print_table(header: Sequence[str], rows: list[Sequence[str]], *, markdown: bool) -> None:
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool) -> None:
     if markdown:
         print("| " + " | ".join(header) + " |")
         # numbers right-aligned, names and papers left

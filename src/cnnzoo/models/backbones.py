@@ -19,7 +19,7 @@ freshly initialised, so the weights fine-tune on the new classes.
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from typing import Any, cast
 
 import timm
 import torchvision
@@ -92,7 +92,8 @@ def timm_backbone(
             name=f"timm {name}",
             source=str(checkpoint_path),
             num_classes=num_classes,
-            first_conv=model.pretrained_cfg.get("first_conv"),
+            # a dict that timm sets on every model it creates
+            first_conv=cast(dict[str, Any], model.pretrained_cfg).get("first_conv"),
         )
     return model
 
@@ -136,13 +137,14 @@ def torchvision_backbone(
     if in_channels != 3:
         parent_name, _, attribute = first_conv.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
+        # a Conv2d holds 2-tuples, which torch types as tuples of any length (for any conv)
         replacement = nn.Conv2d(
             in_channels,
             conv.out_channels,
-            conv.kernel_size,
-            stride=conv.stride,
-            padding=conv.padding,
-            dilation=conv.dilation,
+            cast(tuple[int, int], conv.kernel_size),
+            stride=cast(tuple[int, int], conv.stride),
+            padding=cast(str | tuple[int, int], conv.padding),
+            dilation=cast(tuple[int, int], conv.dilation),
             groups=conv.groups,
             bias=conv.bias is not None,
             padding_mode=conv.padding_mode,

@@ -126,7 +126,8 @@ class ConvNeXt(nn.Module):
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # every ConvNeXt conv and linear layer has one
+                    nn.init.zeros_(m.bias)
         with torch.no_grad():
             self.head.weight.mul_(head_init_scale)
             self.head.bias.mul_(head_init_scale)

@@ -8,7 +8,7 @@ this paper), and the "5x5" branch uses a 3x3 conv (see ``Inception``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -131,6 +131,19 @@ class GoogLeNet(nn.Module):
 
     Init: truncated normal (std 0.01) for conv and linear weights, as torchvision.
     """
+
+    # __init__ registers these by name, one per row of INCEPTION_V1. Declared for the type
+    # checker only: TorchScript would read class annotations as attribute types.
+    if TYPE_CHECKING:
+        inception3a: Inception
+        inception3b: Inception
+        inception4a: Inception
+        inception4b: Inception
+        inception4c: Inception
+        inception4d: Inception
+        inception4e: Inception
+        inception5a: Inception
+        inception5b: Inception
 
     def __init__(
         self,

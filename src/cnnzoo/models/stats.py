@@ -7,7 +7,7 @@ counts as 2 FLOPs. (Many papers quote multiply-adds as "FLOPs": ResNet-50's "4.1
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -89,7 +89,7 @@ def layer_table(
     rows: dict[str, LayerRow] = {}
     shapes: dict[str, tuple[int, ...]] = {}
 
-    def record(name: str):
+    def record(name: str) -> Callable[[nn.Module, object, object], None]:
         def hook(module: nn.Module, args: object, output: object) -> None:
             if isinstance(output, Tensor):
                 shapes[name] = tuple(output.shape)

@@ -284,6 +284,7 @@ def load_pretrained(model: nn.Module, name: str, weights: str) -> None:
         if from_torchvision and rgb and not model.transform_input:
             model.transform_input = True
             notes.append("transform_input on (torchvision's GoogLeNet weights expect it)")
+    # every cnnzoo net has this method, which nn.Module's __getattr__ types as a Tensor or a module
     classifier: nn.Linear = model.get_classifier()  # type: ignore[operator]
     load_state_dict_adapted(
         model,
