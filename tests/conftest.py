@@ -41,6 +41,16 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _environment() -> Iterator[None]:
+    """Each test starts from the same environment variables: Lightning's WandbLogger, for one,
+    sets WANDB_MODE for the rest of the process."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 def compose_config(*overrides: str, config: str = "train") -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):

@@ -98,7 +98,12 @@ def _wandb_credentials_found() -> bool:
 def _wandb_node(node: DictConfig, run_dir: Path) -> DictConfig:
     """The W&B logger's config for this job: its group and name, and its run id — the one kept
     in the run dir when the run is being resumed there, else a new one (written down)."""
-    offline = node.get("offline") or os.environ.get("WANDB_MODE") in ("offline", "disabled")
+    # "dryrun": W&B's old name for offline, which Lightning's WandbLogger(offline=True) sets
+    offline = node.get("offline") or os.environ.get("WANDB_MODE") in (
+        "offline",
+        "dryrun",
+        "disabled",
+    )
     if not offline and not _wandb_credentials_found():
         # an online run without credentials would prompt for them; a sweep must never wait
         raise UserError(
