@@ -70,20 +70,26 @@ def _tensorboard(log_dir: Path) -> dict[str, Any]:
     return shown
 
 
-def test_a_multirun_gives_each_job_its_own_wandb_run(tmp_path: Path) -> None:
-    sweep = tmp_path / "sweep"
-    run("train.py", "-m", "logger=wandb", "seed=1,2", "debug=limit", "trainer.max_epochs=2",
-        f"hydra.sweep.dir={sweep}", *QUIET)  # fmt: skip
+def test_a_multirun_gives_each_job_its_own_wandb_run_and_ends_with_its_report(
+    tmp_path: Path,
+) -> None:
+    from test_report import check_sweep_report
 
+    sweep = tmp_path / "sweep"
+    run("train.py", "-m", "logger=[csv,wandb]", "model=lenet,mlp", "seed=3", "debug=limit",
+        "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}", *QUIET)  # fmt: skip
+
+    check_sweep_report(sweep)
     ids = set()
-    for job, seed in (("0", 1), ("1", 2)):
+    for job, model in (("0", "lenet"), ("1", "mlp")):
         run_file = _run_file(sweep / job)
         info = run_info(run_file)
         ids.add(info["id"])
         overrides = OmegaConf.load(sweep / job / ".hydra" / "overrides.yaml")
         assert info["group"] == f"train/{sweep.name}"  # the sweep
         assert info["name"] == ",".join(overrides)  # the job's overrides
-        assert info["config"]["seed"] == seed  # its own resolved config
+        assert info["config"]["seed"] == 3  # its own resolved config
+        assert info["config"]["model"]["net"]["name"] == model
         rows = history(run_file)
         assert [row["epoch"] for row in rows if "val/acc" in row] == [0, 1]
         (test,) = [row for row in rows if "test/acc" in row]

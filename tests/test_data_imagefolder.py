@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 
 import pytest
-from cli import run
 from dataset_files import write_imagefolder
 from hydra import compose, initialize_config_module
 from PIL import Image
@@ -327,7 +326,9 @@ def test_verify_reports_no_bad_image_with_status_0(
     assert capsys.readouterr().out.splitlines()[-1] == "all 12 images decode"
 
 
-def test_verify_decodes_every_image_and_names_the_bad_ones_with_status_1(tmp_path: Path) -> None:
+def test_verify_decodes_every_image_and_names_the_bad_ones_with_status_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     write_imagefolder(tmp_path, splits=(), suffix=".jpg", n_per_class=4)
     truncated = tmp_path / "cat" / "0.jpg"
     data = truncated.read_bytes()
@@ -337,16 +338,16 @@ def test_verify_decodes_every_image_and_names_the_bad_ones_with_status_1(tmp_pat
     datamodule = _setup(tmp_path)
     assert len(datamodule.train_set) + len(datamodule.val_set) == 12  # setup kept the truncated
 
-    result = run(
-        "-m cnnzoo.data", "verify", "data=imagefolder", f"data.path={tmp_path}", "--workers", "2",
-        check=False,
-    )  # fmt: skip
+    from cnnzoo.data.__main__ import main
 
-    assert result.returncode == 1, result.stderr
-    bad = [line for line in result.stdout.splitlines() if line.startswith(str(tmp_path))]
+    status = main(["verify", "data=imagefolder", f"data.path={tmp_path}", "--workers", "2"])
+
+    assert status == 1
+    out = capsys.readouterr().out
+    bad = [line for line in out.splitlines() if line.startswith(str(tmp_path))]
     assert [line.split(":")[0] for line in bad] == [str(truncated), str(garbage)]
     assert "truncated" in bad[0]
-    assert result.stdout.splitlines()[-1] == "2 of 13 images cannot be decoded"
+    assert out.splitlines()[-1] == "2 of 13 images cannot be decoded"
 
 
 def test_verify_refuses_datasets_that_are_not_image_folders(

@@ -188,7 +188,11 @@ def unbroken(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor
     return weights(out / "checkpoints" / "last.ckpt")
 
 
-@pytest.mark.parametrize("hook", [KILL_MID_EPOCH, KILL_MID_SAVE], ids=["mid-epoch", "mid-save"])
+@pytest.mark.parametrize(
+    "hook",
+    [pytest.param(KILL_MID_EPOCH, marks=pytest.mark.slow), KILL_MID_SAVE],
+    ids=["mid-epoch", "mid-save"],
+)
 def test_kill_9_then_resume_ends_exactly_where_an_unbroken_run_ends(
     hook: str, unbroken: dict[str, torch.Tensor], tmp_path: Path
 ) -> None:
@@ -288,11 +292,14 @@ def test_a_checkpoint_naming_foreign_code_is_refused_and_runs_nothing(
     hostile = tmp_path / "hostile.ckpt"
     torch.save(checkpoint, hostile)
     (tmp_path / "digit.png").write_bytes(b"")
-    for entry, extra in (("predict", [f"inputs={tmp_path}/digit.png"]), ("eval", [])):
-        result = run(entry, f"ckpt_path={hostile}", f"hydra.run.dir={tmp_path}/{entry}", *extra,
-                     check=False)  # fmt: skip
-        message = error_message(result)
-        assert "refusing to load it" in message and "builtins.open" in message
+    result = run("predict", f"ckpt_path={hostile}", f"inputs={tmp_path}/digit.png", check=False)
+    message = error_message(result)
+    assert "refusing to load it" in message and "builtins.open" in message
+    from cnnzoo.eval import evaluate
+
+    cfg = compose_config(f"ckpt_path={hostile}", f"paths.output_dir={tmp_path}", config="eval")
+    with pytest.raises(UserError, match="refusing to load it"):
+        evaluate(cfg)
     assert victim.read_text() == "keep me"
 
 
@@ -324,11 +331,13 @@ def test_a_broken_checkpoint_file_is_one_line(
 def test_eval_of_a_truncated_checkpoint_is_one_message(
     good_checkpoint: Path, tmp_path: Path
 ) -> None:
+    from cnnzoo.eval import evaluate
+
     path = tmp_path / "truncated.ckpt"
     path.write_bytes(good_checkpoint.read_bytes()[:1000])
-    result = run("eval", f"ckpt_path={path}", f"hydra.run.dir={tmp_path}/eval", check=False)
-    assert result.returncode == 1
-    assert "cannot be read as a checkpoint" in error_message(result)
+    cfg = compose_config(f"ckpt_path={path}", f"paths.output_dir={tmp_path}", config="eval")
+    with pytest.raises(UserError, match="cannot be read as a checkpoint"):
+        evaluate(cfg)
 
 
 def test_resuming_from_an_unreadable_last_checkpoint_falls_back_to_the_newest_good_one(
@@ -379,25 +388,6 @@ def test_a_failing_job_in_a_ddp_sweep_is_recorded_and_the_next_job_runs(tmp_path
         if str(sweep) in line and "ps -eo" not in line
     ]
     assert not leftovers
-
-
-def test_a_search_whose_trials_all_fail_exits_non_zero(tmp_path: Path) -> None:
-    sweep = tmp_path / "sweep"
-    result = run(
-        "train",
-        "-m",
-        "hparams_search=mnist_optuna",
-        "hydra.sweeper.n_trials=2",
-        "+model.net.activation=bogus",
-        *SHORT,
-        f"hydra.sweep.dir={sweep}",
-        check=False,
-    )
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    last = [line for line in result.stderr.splitlines() if line.strip()][-2]
-    assert last.startswith("no trial of the study 'mnist_optuna' completed (2 trials: 2 fail;")
-    assert (sweep / "report" / "report.md").is_file()
 
 
 def test_a_multi_line_error_is_one_row_of_the_sweep_table(tmp_path: Path) -> None:

@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli import error_message, run
+from cli import run
 from conftest import Compose
 from PIL import Image
 
 from cnnzoo.checkpoint import load_classifier
+from cnnzoo.errors import UserError
+from cnnzoo.export import export
 from cnnzoo.predict import predict
 
 
@@ -65,10 +67,10 @@ def test_predict_a_glob_to_a_file(
     assert sorted(Path(p["path"]).name for p in predict(cfg)) == ["1.jpg", "4.jpg", "7.jpg"]
 
 
-def test_predict_without_images_says_so(ckpt: Path, tmp_path: Path) -> None:
-    result = run("predict", f"ckpt_path={ckpt}", f"inputs={tmp_path}", check=False)
-    assert result.returncode == 1
-    assert "no image files found" in error_message(result)
+def test_predict_without_images_says_so(ckpt: Path, tmp_path: Path, compose_cfg: Compose) -> None:
+    cfg = compose_cfg(f"ckpt_path={ckpt}", f"inputs={tmp_path}", config="predict")
+    with pytest.raises(UserError, match="no image files found"):
+        predict(cfg)
 
 
 def test_export_from_the_command_line_reproduces_pytorch(ckpt: Path, tmp_path: Path) -> None:
@@ -80,15 +82,15 @@ def test_export_from_the_command_line_reproduces_pytorch(ckpt: Path, tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.json"]
 
 
-def test_export_to_pt2_from_the_command_line(ckpt: Path, tmp_path: Path) -> None:
+def test_export_to_pt2(ckpt: Path, tmp_path: Path, compose_cfg: Compose) -> None:
     out = tmp_path / "model.pt2"
-    run("export", f"ckpt_path={ckpt}", "format=pt2", f"output={out}", cwd=tmp_path)
+    export(compose_cfg(f"ckpt_path={ckpt}", "format=pt2", f"output={out}", config="export"))
     x = torch.randn(5, 1, 28, 28)
     with torch.no_grad():
         expected = load_classifier(ckpt).net(x)
     torch.testing.assert_close(torch.export.load(str(out)).module()(x), expected)
 
 
-def test_export_rejects_an_unknown_format(ckpt: Path) -> None:
-    result = run("export", f"ckpt_path={ckpt}", "format=tflite", check=False)
-    assert "format=tflite" in error_message(result)
+def test_export_rejects_an_unknown_format(ckpt: Path, compose_cfg: Compose) -> None:
+    with pytest.raises(UserError, match="format=tflite"):
+        export(compose_cfg(f"ckpt_path={ckpt}", "format=tflite", config="export"))

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 import optuna
-from cli import SHORT, run
+import pytest
+from cli import run
 from hydra import compose, initialize_config_module
 
 from cnnzoo.config import CONFIG_MODULE
@@ -41,9 +42,8 @@ def _fake_run(run_dir: Path, overrides: list[str], metrics: dict[str, float], **
     metrics_csv.write_text("\n".join(lines) + "\n")
 
 
-def test_a_sweep_ends_with_its_report_and_the_command_rebuilds_it(tmp_path: Path) -> None:
-    sweep = tmp_path / "sweep"
-    run("train.py", "-m", "model=lenet,mlp", f"hydra.sweep.dir={sweep}", *SHORT)
+def check_sweep_report(sweep: Path) -> None:
+    """What a sweep of `model=lenet,mlp` leaves in its report (the sweep: test_dashboard.py)."""
     report = sweep / "report"
     for name in ("acc_vs_params.png", "acc_vs_flops.png", "learning_curves.png"):
         assert _is_figure(report / name), name
@@ -56,9 +56,16 @@ def test_a_sweep_ends_with_its_report_and_the_command_rebuilds_it(tmp_path: Path
         0 <= float(row["test/acc"]) <= 1 and row["status"] == "completed" for row in rows.values()
     )
 
-    (report / "report.md").unlink()
-    result = run("-m cnnzoo.report", str(tmp_path))  # a parent dir works too
-    assert "report.md" in result.stdout
+
+def test_the_command_writes_the_report_of_every_run_under_a_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cnnzoo.report import main
+
+    for job, model in (("0", "lenet"), ("1", "mlp")):
+        _fake_run(tmp_path / "sweep" / job, [f"model={model}", "seed=1"], {"test/acc": 0.9})
+    main([str(tmp_path)])  # a parent dir works too
+    assert "report.md" in capsys.readouterr().out
     assert "model=lenet" in (tmp_path / "report" / "report.md").read_text()
 
 

@@ -8,10 +8,12 @@ import json
 import time
 from pathlib import Path
 
-from cli import SHORT, error_message, run
+import pytest
+from cli import SHORT, run
 from wandb_records import run_info
 
-from cnnzoo.checkpoint import find_last_checkpoint, read_checkpoint
+from cnnzoo.checkpoint import find_last_checkpoint, read_checkpoint, resume_checkpoint
+from cnnzoo.errors import UserError
 
 
 def test_ckpt_path_last_continues_the_newest_run_in_its_own_dir(tmp_path: Path) -> None:
@@ -47,6 +49,5 @@ def test_ckpt_path_last_names_the_newest_run_and_fails_clearly_without_one(
     assert find_last_checkpoint(tmp_path / "train").parent.parent.name == "2026-01-02_00-00-00"
     assert find_last_checkpoint(tmp_path / "other") is None
 
-    result = run("train", "ckpt_path=last", f"paths.log_dir={tmp_path / 'empty'}", check=False)
-    assert result.returncode == 1
-    assert error_message(result).startswith("ckpt_path=last: no run under")
+    with pytest.raises(UserError, match="ckpt_path=last: no run under"):
+        resume_checkpoint("last", tmp_path / "empty")

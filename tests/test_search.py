@@ -84,7 +84,9 @@ def test_failed_and_pruned_trials_are_recorded_and_the_study_goes_on(tmp_path: P
     sweep = tmp_path / "sweep"
     result = search(sweep, "edge", "hydra.sweeper.n_trials=3", config_dir=tmp_path, check=False)
     assert result.returncode == 1  # no trial completed: the search found nothing
-    assert "no trial of the study 'edge' completed" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "no trial of the study 'edge' completed (3 trials:" in result.stderr
+    assert (sweep / "report" / "report.md").is_file()  # written with whatever finished
     done = trials(sweep, "edge")
     assert len(done) == 3
     for trial in done:
