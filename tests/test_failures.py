@@ -66,13 +66,6 @@ def test_bad_values_end_in_one_line_naming_the_key(
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained before the check
 
 
-def test_a_bad_value_on_the_command_line_is_one_message_and_exit_1(tmp_path: Path) -> None:
-    result = run("train", "data.val_size=1.5", f"hydra.run.dir={tmp_path}", check=False)
-    assert result.returncode == 1
-    assert error_message(result).startswith("data.val_size=1.5 is not valid")
-    assert summary(tmp_path)["status"] == "failed"
-
-
 def test_a_warmup_longer_than_the_run_is_shortened_with_a_notice(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -24,6 +24,7 @@ def test_resnet18_costs_what_torchvision_reports() -> None:
     assert count_parameters(model) == 11_689_512
 
 
+@pytest.mark.slow  # counts FLOPs of all 26 nets (~13 s)
 def test_list_shows_every_model_with_params_flops_and_paper(
     capsys: pytest.CaptureFixture,
 ) -> None:

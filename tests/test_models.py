@@ -32,13 +32,10 @@ STEPS = 3
 # Measured on one CPU thread: nets costing ~2-5 s a case run on 1x28x28 by default and on
 # 3x32x32 only in `make test-all`; the heaviest (5-25 s a case) only there, on both inputs (their
 # family tests still run by default).
-SLOW_ON_CIFAR = {
-    "alexnet", "convnext_tiny", "densenet121", "densenet169", "densenet201", "googlenet",
-    "resnet34", "resnet50",
-}  # fmt: skip
+SLOW_ON_CIFAR = {"alexnet", "convnext_tiny", "densenet121", "googlenet"}
 SLOW_EVERYWHERE = {
-    "convnext_base", "convnext_small", "preact_resnet1001", "resnet101", "resnet152",
-    "wide_resnet50_2", "wrn28_10",
+    "convnext_base", "convnext_small", "densenet169", "densenet201", "preact_resnet1001",
+    "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2", "wrn28_10",
 }  # fmt: skip
 LIBRARY_CONFIGS = {"timm", "torchvision"}
 

@@ -101,6 +101,7 @@ def test_failed_and_pruned_trials_are_recorded_and_the_study_goes_on(tmp_path: P
     assert not (sweep / "experiment").exists()  # no trial completed: no best config
 
 
+@pytest.mark.slow
 def test_oversize_networks_are_rejected_before_training(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = search(sweep, "nas_resnet", "hydra.sweeper.n_trials=3",
