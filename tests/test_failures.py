@@ -420,3 +420,20 @@ def test_an_optuna_search_runs_ddp_trials_with_only_rank_0_at_the_study(tmp_path
     study = optuna.load_study(study_name="mnist_optuna", storage=f"sqlite:///{sweep}/optuna.db")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     assert all(t.intermediate_values for t in study.trials)  # rank 0 reported every epoch
+
+
+class TinyNet(torch.nn.Sequential):
+    """A user's own network, named by its `_target_` in a run's config."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__(torch.nn.Flatten(), torch.nn.Linear(28 * 28, num_classes))
+
+
+def test_a_users_own_network_trains_and_is_trusted_only_when_named(tmp_path: Path) -> None:
+    record = run_training(
+        tmp_path / "run", *SHORT, "~model.net", "+model.net._target_=test_failures.TinyNet"
+    )
+    assert record["metrics"]["test/acc"] > 0  # the run tested its own checkpoint
+    with pytest.raises(UserError, match="trusted_targets"):
+        read_checkpoint(record["best_ckpt"])
+    assert read_checkpoint(record["best_ckpt"], trusted=["test_failures."])

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -36,6 +36,7 @@ __all__ = [
     "AtomicCheckpointIO",
     "CheckpointSaveError",
     "check_targets",
+    "config_targets",
     "find_last_checkpoint",
     "load_classifier",
     "read_checkpoint",
@@ -121,34 +122,38 @@ def _fsync_dir(folder: Path) -> None:
 # --- reading ------------------------------------------------------------------------------------
 
 
-def _targets(node: Any, key: str = "") -> Iterator[tuple[str, str]]:
+def config_targets(node: Any, key: str = "") -> Iterator[tuple[str, str]]:
+    """Every ``(config key, _target_)`` in a plain (container) config."""
     if isinstance(node, Mapping):
         for name, value in node.items():
             child = f"{key}.{name}" if key else str(name)
             if name == "_target_":
                 yield key or "<root>", str(value)
             else:
-                yield from _targets(value, child)
+                yield from config_targets(value, child)
     elif isinstance(node, (list, tuple)):
         for index, value in enumerate(node):
-            yield from _targets(value, f"{key}[{index}]")
+            yield from config_targets(value, f"{key}[{index}]")
 
 
-def check_targets(config: Any, *, source: str | Path) -> None:
-    """Refuse a config that would instantiate anything outside :data:`ALLOWED_TARGETS`."""
+def check_targets(config: Any, *, source: str | Path, trusted: Sequence[str] = ()) -> None:
+    """Refuse a config that would instantiate anything outside :data:`ALLOWED_TARGETS` and the
+    ``trusted`` prefixes (a user's own classes: ``trusted_targets=[mypkg.]``)."""
+    allowed = (*ALLOWED_TARGETS, *trusted)
     if isinstance(config, DictConfig):
         config = OmegaConf.to_container(config, resolve=False)
-    for key, target in _targets(config):
+    for key, target in config_targets(config):
         module = target.rsplit(".", 1)[0] + "."
-        if not target.startswith(ALLOWED_TARGETS) or "__" in target or ".__main__." in module:
+        if not target.startswith(allowed) or "__" in target or ".__main__." in module:
             raise UserError(
                 f"{source}: refusing to load it: `{key}._target_: {target}` is not something "
-                f"cnnzoo builds (allowed: {', '.join(p + '*' for p in ALLOWED_TARGETS)}). "
-                "A checkpoint or config from elsewhere may only name cnnzoo's own classes"
+                f"cnnzoo builds (allowed: {', '.join(p + '*' for p in allowed)}). A checkpoint "
+                "or config from elsewhere may only name cnnzoo's own classes; trust your own "
+                "with trusted_targets=[<module prefix>]"
             )
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+def read_checkpoint(path: str | Path, trusted: Sequence[str] = ()) -> dict[str, Any]:
     """The checkpoint at ``path``, loaded on the CPU with ``weights_only=True`` and checked: a
     cnnzoo checkpoint (hyperparameters + state dict) whose config names only allowed targets."""
     path = Path(path)
@@ -177,11 +182,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             else ""
         )
         raise UserError(f"{path} is not a cnnzoo checkpoint (no hyperparameters).{hint}")
-    check_targets(checkpoint["hyper_parameters"], source=path)
+    check_targets(checkpoint["hyper_parameters"], source=path, trusted=trusted)
     return checkpoint
 
 
-def load_classifier(path: str | Path) -> ImageClassifier:
+def load_classifier(path: str | Path, trusted: Sequence[str] = ()) -> ImageClassifier:
     """The ``ImageClassifier`` a checkpoint holds, on the CPU, in eval mode.
 
     With an EMA callback the checkpoint's ``state_dict`` holds the averaged weights (the ones
@@ -189,13 +194,13 @@ def load_classifier(path: str | Path) -> ImageClassifier:
     """
     from cnnzoo.module import ImageClassifier
 
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_checkpoint(path, trusted)
     model = ImageClassifier(**checkpoint["hyper_parameters"])
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()
 
 
-def run_config(ckpt_path: str | Path) -> DictConfig | None:
+def run_config(ckpt_path: str | Path, trusted: Sequence[str] = ()) -> DictConfig | None:
     """The saved config of the run that wrote ``ckpt_path`` (``<run>/checkpoints/x.ckpt``),
     checked like a checkpoint; ``None`` when the file is not inside a run directory."""
     saved = Path(ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
@@ -203,7 +208,7 @@ def run_config(ckpt_path: str | Path) -> DictConfig | None:
         return None
     # OmegaConf.load may give a list; Hydra saves the run's config as a mapping
     config = cast(DictConfig, OmegaConf.load(saved))
-    check_targets(OmegaConf.to_container(config.get("data") or {}), source=saved)
+    check_targets(OmegaConf.to_container(config.get("data") or {}), source=saved, trusted=trusted)
     return config
 
 

@@ -42,7 +42,7 @@ def data_from_run(cfg: DictConfig, ckpt_path: Path) -> None:
     )
     if chosen_on_command_line:
         return
-    run_cfg = run_config(ckpt_path)
+    run_cfg = run_config(ckpt_path, cfg.get("trusted_targets") or ())
     if run_cfg is None:
         return
     log.info("Using the data config of the training run: %s", run_cfg.data._target_)
@@ -53,7 +53,7 @@ def data_from_run(cfg: DictConfig, ckpt_path: Path) -> None:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = Path(cfg.ckpt_path)
-    model = load_classifier(ckpt_path)
+    model = load_classifier(ckpt_path, cfg.get("trusted_targets") or ())
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     data_from_run(cfg, ckpt_path)

@@ -43,7 +43,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 def load_for_inference(cfg: DictConfig) -> tuple[ImageClassifier, ImageDataModule]:
     """The checkpoint's model (eval mode, on CPU) and its datamodule (not set up)."""
     ckpt_path = Path(cfg.ckpt_path)
-    model = load_classifier(ckpt_path)
+    model = load_classifier(ckpt_path, cfg.get("trusted_targets") or ())
     data_from_run(cfg, ckpt_path)
     datamodule: ImageDataModule = instantiate(cfg.data)
     return model, datamodule

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnzoo import console
 from cnnzoo.callbacks.dashboard import tracker_links
 from cnnzoo.callbacks.interrupt_checkpoint import interrupt_exit_code
-from cnnzoo.checkpoint import load_classifier, resume_checkpoint
+from cnnzoo.checkpoint import config_targets, load_classifier, resume_checkpoint
 from cnnzoo.config import CONFIG_PATH, validate
 from cnnzoo.errors import UserError, as_user_error
 from cnnzoo.launch import needs_own_process, run_job_in_child
@@ -91,6 +91,11 @@ def check_input_fits(model: L.LightningModule, datamodule: L.LightningDataModule
         net.train(was_training)
 
 
+def _own_targets(cfg: DictConfig) -> list[str]:
+    """The ``_target_``s of the model config this run was given (the user's own, so trusted)."""
+    return [target for _, target in config_targets(OmegaConf.to_container(cfg.model))]
+
+
 def _raise_if_pruned(trainer: L.Trainer) -> None:
     """An Optuna trial stopped by its pruner ends here, on rank 0, as the sweeper expects."""
     callbacks = trainer.callbacks  # type: ignore[attr-defined]  # set at runtime
@@ -157,7 +162,8 @@ def _fit_and_test(
         if tested:
             # the weights the file holds (with EMA: the average), as eval.py will load them
             log.info("Testing %s", tested)
-            model = load_classifier(tested)
+            # this run's own config named the net: its targets are trusted
+            model = load_classifier(tested, _own_targets(cfg))
         elif cfg.get("train"):
             log.warning("No checkpoint was saved; testing the weights training ended with")
         record["tested_ckpt"] = tested
