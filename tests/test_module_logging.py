@@ -167,3 +167,30 @@ def test_a_default_training_step_reads_nothing_back_from_the_device(
     # steps 1..10 (the first step's set-up excluded); the loggers write at step 49, not here
     assert len(HostReads.counts) == 11
     assert HostReads.counts[1:] == [0] * 10
+
+
+def test_epoch_stats_equal_torchmetrics_accuracy_and_a_weighted_mean() -> None:
+    from torchmetrics.classification import MulticlassAccuracy
+
+    from cnnzoo.module import EpochStats
+
+    stats = EpochStats(top5=True)
+    top1 = MulticlassAccuracy(12, top_k=1, average="micro")
+    top5 = MulticlassAccuracy(12, top_k=5, average="micro")
+    generator = torch.Generator().manual_seed(0)
+    losses, sizes = [], [64, 64, 17]
+    for n in sizes:
+        logits = torch.randn(n, 12, generator=generator)
+        target = torch.randint(0, 12, (n,), generator=generator)
+        loss = torch.nn.functional.cross_entropy(logits, target)
+        stats.update(logits, target, loss)
+        top1.update(logits, target)
+        top5.update(logits, target)
+        losses.append(float(loss))
+    values = stats.compute()
+    assert float(values["acc"]) == pytest.approx(float(top1.compute()))
+    assert float(values["acc_top5"]) == pytest.approx(float(top5.compute()))
+    mean = sum(n * loss for n, loss in zip(sizes, losses, strict=True)) / sum(sizes)
+    assert float(values["loss"]) == pytest.approx(mean)
+    stats.reset()
+    assert int(stats.images) == 0

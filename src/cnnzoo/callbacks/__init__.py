@@ -3,6 +3,7 @@
 from cnnzoo.callbacks.dashboard import Dashboard, tracker_links
 from cnnzoo.callbacks.finite_loss import FiniteLoss, NonFiniteLossError
 from cnnzoo.callbacks.interrupt_checkpoint import InterruptCheckpoint
+from cnnzoo.callbacks.model_checkpoint import ModelCheckpoint
 from cnnzoo.callbacks.model_stats import ModelStats
 from cnnzoo.callbacks.optuna_trial import OptunaTrial
 from cnnzoo.callbacks.progress_bar import ProgressBar
@@ -14,6 +15,7 @@ __all__ = [
     "Dashboard",
     "FiniteLoss",
     "InterruptCheckpoint",
+    "ModelCheckpoint",
     "ModelStats",
     "NonFiniteLossError",
     "OptunaTrial",
