@@ -1,15 +1,17 @@
 """Resuming: `ckpt_path=last` (or a run's checkpoint file) continues that run — in its own run dir,
-with one record: its checkpoints, CSV log (the next version beside the first), summary, train.log
-and W&B run. Exactness across a kill is in test_failures.py."""
+with one record: its checkpoints, CSV log (the same metrics.csv), TensorBoard log (the same
+folder), summary, train.log and W&B run. Exactness across a kill is in test_failures.py."""
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from pathlib import Path
 
 import pytest
 from cli import SHORT, run
+from omegaconf import DictConfig, OmegaConf
 from wandb_records import run_info
 
 from cnnzoo.checkpoint import find_last_checkpoint, read_checkpoint, resume_checkpoint
@@ -17,10 +19,11 @@ from cnnzoo.errors import UserError
 
 
 def test_ckpt_path_last_continues_the_newest_run_in_its_own_dir(tmp_path: Path) -> None:
-    args = [*SHORT, "logger=[csv,wandb]", f"paths.log_dir={tmp_path}"]
+    args = [*SHORT, "logger=[csv,tensorboard,wandb]", f"paths.log_dir={tmp_path}"]
     run("train", *args, "trainer.max_epochs=1")
     (run_dir,) = (tmp_path / "debug" / "runs").iterdir()
     first_id = (run_dir / "wandb_run_id").read_text().strip()
+    events = sorted((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
 
     run("train", *args, "trainer.max_epochs=2", "ckpt_path=last")
 
@@ -29,7 +32,20 @@ def test_ckpt_path_last_continues_the_newest_run_in_its_own_dir(tmp_path: Path) 
     assert record["status"] == "completed"
     assert record["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
     assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["epoch"] == 1
-    assert sorted(p.name for p in (run_dir / "csv").iterdir()) == ["version_0", "version_1"]
+    # one CSV log: the first part's rows kept, the second's appended, each epoch once
+    assert [p.name for p in (run_dir / "csv").iterdir()] == ["version_0"]
+    assert sorted(p.name for p in (run_dir / "csv/version_0").iterdir()) == [
+        "hparams.yaml",
+        "metrics.csv",
+    ]
+    with open(run_dir / "csv/version_0/metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(row["epoch"]) for row in rows if row["val/acc"]] == [0, 1]
+    assert [float(row["epoch"]) for row in rows if row["train/loss_epoch"]] == [0, 1]
+    # one TensorBoard log: the second part's events files beside the first's
+    assert [p.name for p in (run_dir / "tensorboard").iterdir()] == ["version_0"]
+    resumed = sorted((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    assert set(events) < set(resumed) and len(resumed) == 2 * len(events)
     log = (run_dir / "train.log").read_text()
     assert log.count("Instantiating datamodule") == 2  # both parts of the run, one log
     # the W&B run resumed: a second offline segment of the same run id
@@ -51,3 +67,48 @@ def test_ckpt_path_last_names_the_newest_run_and_fails_clearly_without_one(
 
     with pytest.raises(UserError, match="ckpt_path=last: no run under"):
         resume_checkpoint("last", tmp_path / "empty")
+
+
+def _csv_logger_node(save_dir: Path) -> DictConfig:
+    node = {"_target_": "lightning.pytorch.loggers.CSVLogger", "save_dir": str(save_dir)}
+    return OmegaConf.create({"csv": {**node, "name": "csv", "prefix": ""}})
+
+
+def _write_rows(path: Path, rows: list[dict[str, object]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["epoch", "step", "train/loss_step"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.mark.parametrize("left_by", ["a killed run", "a resume killed while writing back"])
+def test_a_resumed_csv_log_keeps_the_rows_before_the_checkpoint(
+    tmp_path: Path, left_by: str
+) -> None:
+    from cnnzoo.trackers import csv_before_resume, instantiate_loggers
+
+    folder = tmp_path / "csv" / "version_0"
+    folder.mkdir(parents=True)  # a resume killed while writing back leaves it empty
+    # steps 0-9 logged; the checkpoint resumed from was saved after 6 steps
+    path = folder / "metrics.csv" if left_by == "a killed run" else csv_before_resume(folder)
+    rows = [
+        {"epoch": step // 4, "step": step, "train/loss_step": 1 / (step + 1)} for step in range(10)
+    ]
+    _write_rows(path, rows)
+
+    (logger,) = instantiate_loggers(_csv_logger_node(tmp_path), resume_step=6)
+
+    assert logger.log_dir == str(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["metrics.csv"]  # written back at once
+    assert not csv_before_resume(folder).exists()
+    with open(folder / "metrics.csv", newline="") as f:
+        kept = list(csv.DictReader(f))
+    assert [int(row["step"]) for row in kept] == [0, 1, 2, 3, 4, 5]
+    assert [float(row["train/loss_step"]) for row in kept] == pytest.approx(
+        [1 / (step + 1) for step in range(6)]
+    )
+    logger.log_metrics({"train/loss_step": 0.5}, step=6)
+    logger.save()
+    with open(folder / "metrics.csv", newline="") as f:
+        assert [int(row["step"]) for row in csv.DictReader(f)] == [0, 1, 2, 3, 4, 5, 6]

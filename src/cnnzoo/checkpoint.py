@@ -37,6 +37,7 @@ __all__ = [
     "CheckpointSaveError",
     "check_targets",
     "config_targets",
+    "epoch_and_step",
     "find_last_checkpoint",
     "load_classifier",
     "read_checkpoint",
@@ -242,17 +243,21 @@ def run_dir_for(ckpt_path: str | None, task_dir: str, fresh: str, train: bool = 
     return str(run_dir) if (run_dir / ".hydra").is_dir() else fresh
 
 
-def _epoch_and_step(path: Path) -> tuple[int, int]:
-    checkpoint = read_checkpoint(path)
+def epoch_and_step(path: str | Path, trusted: Sequence[str] = ()) -> tuple[int, int]:
+    """The (epoch, global step) a checkpoint was saved at."""
+    checkpoint = read_checkpoint(path, trusted)
     return int(checkpoint.get("epoch", -1)), int(checkpoint.get("global_step", -1))
 
 
-def resume_checkpoint(ckpt_path: str | None, task_dir: str | Path) -> str | None:
+def resume_checkpoint(
+    ckpt_path: str | None, task_dir: str | Path, trusted: Sequence[str] = ()
+) -> str | None:
     """The checkpoint ``trainer.fit`` resumes from, for ``ckpt_path`` = a file, ``last`` or None.
 
     A file that cannot be read (truncated by a kill, empty) is replaced by the newest readable
     checkpoint of the same run, with a warning; with none, one message names the file. Temporary
-    files of interrupted saves are removed.
+    files of interrupted saves are removed. ``trusted``: the ``_target_`` prefixes the
+    checkpoints may name beyond cnnzoo's own (the resuming run's own config's).
     """
     if ckpt_path is None:
         return None
@@ -272,7 +277,7 @@ def resume_checkpoint(ckpt_path: str | None, task_dir: str | Path) -> str | None
     for stale in path.parent.glob(f".*{TEMP_SUFFIX}"):
         stale.unlink(missing_ok=True)
     try:
-        read_checkpoint(path)
+        read_checkpoint(path, trusted)
         return str(path)
     except UserError as error:
         problem = error
@@ -281,7 +286,7 @@ def resume_checkpoint(ckpt_path: str | None, task_dir: str | Path) -> str | None
         if other == path:
             continue
         try:
-            readable.append((_epoch_and_step(other), other))
+            readable.append((epoch_and_step(other, trusted), other))
         except UserError:
             continue
     if not readable:

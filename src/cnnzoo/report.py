@@ -50,7 +50,7 @@ def _first(metrics: dict[str, float], keys: tuple[str, ...]) -> float | None:
 
 def _read_metrics_csv(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], dict[str, float]]:
     """The CSV logger's per-epoch curves, and the model's size and cost that ``ModelStats``
-    logged (a resumed run has one ``csv/version_<n>`` per part)."""
+    logged, from every ``csv/version_<n>`` of the run in order."""
     curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
     stats: dict[str, float] = {}
     for metrics_csv in sorted(run_dir.glob("csv/version_*/metrics.csv")):

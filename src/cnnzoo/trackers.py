@@ -1,15 +1,18 @@
 """Instantiate the callback and logger groups (name -> ``_target_`` node); trackers' run identity.
 
-A W&B run's id is kept in ``<run dir>/wandb_run_id``: a run resumed in its own directory
-continues its W&B run (same id, ``resume="allow"``) instead of starting another.
+A run resumed in its own directory continues its trackers' records: the W&B run whose id is kept
+in ``<run dir>/wandb_run_id`` (same id, ``resume="allow"``), the CSV log's ``metrics.csv`` and
+the TensorBoard log's folder (their newest ``version_<n>``), from the checkpoint's step on.
 """
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import logging
 import netrc
 import os
+import re
 import secrets
 import sys
 from pathlib import Path
@@ -136,7 +139,57 @@ def _write_text(path: Path, text: str) -> None:
     path.write_text(text + "\n")
 
 
-def instantiate_loggers(cfg: DictConfig | None, run_dir: str | Path | None = None) -> list[Logger]:
+def _newest_version(node: DictConfig) -> int | None:
+    """The highest ``version_<n>`` a CSV or TensorBoard logger's node has written, if any."""
+    name = node.get("name", "lightning_logs")  # both loggers' default name
+    root = Path(node.save_dir) / (name or "")
+    matches = (re.fullmatch(r"version_(\d+)", path.name) for path in root.glob("version_*"))
+    found = [int(m[1]) for m in matches if m]
+    return max(found, default=None)
+
+
+def csv_before_resume(log_dir: Path) -> Path:
+    """Where a resumed run's earlier ``metrics.csv`` waits until the logger has written its rows
+    back: beside the version folder (``version_0.before-resume.csv``), which must look empty to
+    Lightning's CSV writer."""
+    return log_dir.with_name(f"{log_dir.name}.before-resume.csv")
+
+
+@rank_zero_only
+def _set_csv_aside(log_dir: Path) -> None:
+    """Lightning's CSV writer deletes the ``metrics.csv`` it finds: move it aside (and drop the
+    ``hparams.yaml`` the run rewrites) until ``_write_back`` has logged its rows again."""
+    if (log_dir / "metrics.csv").is_file():
+        os.replace(log_dir / "metrics.csv", csv_before_resume(log_dir))
+    (log_dir / "hparams.yaml").unlink(missing_ok=True)
+
+
+@rank_zero_only
+def _write_back(logger: Logger, log_dir: Path, resume_step: int) -> None:
+    """The earlier rows of a resumed run's ``metrics.csv``, up to the checkpoint's step (a
+    killed run may have logged past it), logged again and saved at once."""
+    aside = csv_before_resume(log_dir)
+    if not aside.is_file():
+        return
+    with open(aside, newline="") as f:
+        for row in csv.DictReader(f):
+            step = int(row.pop("step"))
+            if step < resume_step:
+                logger.log_metrics({k: float(v) for k, v in row.items() if v}, step=step)
+    logger.save()
+    aside.unlink()
+
+
+def instantiate_loggers(
+    cfg: DictConfig | None,
+    run_dir: str | Path | None = None,
+    *,
+    resume_step: int | None = None,
+) -> list[Logger]:
+    """The loggers of the ``logger`` group. ``resume_step``: the global step of the checkpoint a
+    run resumes from in its own ``run_dir`` — its CSV and TensorBoard logs continue their newest
+    version from that step (TensorBoard's ``purge_step`` hides what a killed run logged past
+    it; the CSV keeps the rows before it)."""
     loggers = []
     for node in _targets(cfg, "logger"):
         kind = str(node._target_).rsplit(".", 1)[-1]
@@ -145,7 +198,21 @@ def instantiate_loggers(cfg: DictConfig | None, run_dir: str | Path | None = Non
             require_extra(module, extra, f"logger={extra}")
         if kind == "WandbLogger":
             node = _wandb_node(node, Path(run_dir or "."))
-        loggers.append(instantiate(node))
+        version = None
+        if resume_step is not None and kind in ("CSVLogger", "TensorBoardLogger"):
+            version = None if node.get("version") is not None else _newest_version(node)
+        if version is not None:
+            node = node.copy()
+            with open_dict(node):
+                node.version = version
+                if kind == "TensorBoardLogger":
+                    node.purge_step = resume_step
+        logger = instantiate(node)
+        if version is not None and kind == "CSVLogger":
+            assert resume_step is not None and logger.log_dir is not None
+            _set_csv_aside(Path(logger.log_dir))
+            _write_back(logger, Path(logger.log_dir), resume_step)
+        loggers.append(logger)
     return loggers
 
 

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnzoo import console
 from cnnzoo.callbacks.dashboard import tracker_links
 from cnnzoo.callbacks.interrupt_checkpoint import interrupt_exit_code
-from cnnzoo.checkpoint import config_targets, load_classifier, resume_checkpoint
+from cnnzoo.checkpoint import config_targets, epoch_and_step, load_classifier, resume_checkpoint
 from cnnzoo.config import CONFIG_PATH, validate
 from cnnzoo.errors import UserError, as_user_error
 from cnnzoo.launch import needs_own_process, run_job_in_child
@@ -116,13 +116,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     task_dir = Path(cfg.paths.log_dir) / cfg.task_name
-    ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), task_dir) if cfg.get("train") else None
+    run_dir = Path(cfg.paths.output_dir)
+    trusted = _own_targets(cfg)
+    ckpt_path = (
+        resume_checkpoint(cfg.get("ckpt_path"), task_dir, trusted) if cfg.get("train") else None
+    )
 
     log.info("Instantiating datamodule <%s>", cfg.data._target_)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     log.info("Instantiating model <%s>", cfg.model.net.get("name") or cfg.model.net._target_)
     model: L.LightningModule = instantiate(cfg.model, _recursive_=False, _convert_="all")
-    loggers = instantiate_loggers(cfg.get("logger"), run_dir=cfg.paths.output_dir)
+    # resuming in the checkpoint's own run dir: the CSV and TensorBoard logs continue too
+    resume_step = None
+    if ckpt_path and Path(ckpt_path).resolve().parent.parent == run_dir.resolve():
+        resume_step = epoch_and_step(ckpt_path, trusted)[1]
+    loggers = instantiate_loggers(cfg.get("logger"), run_dir=run_dir, resume_step=resume_step)
     callbacks = instantiate_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     check_monitors(trainer, model)
