@@ -11,6 +11,7 @@ import lightning as L
 import numpy as np
 import pytest
 import wandb
+import yaml
 from cli import QUIET, run
 from hydra import compose, initialize_config_module
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
@@ -19,6 +20,7 @@ from wandb_records import artifacts, history, metric_definitions, run_info, summ
 
 from cnnzoo import plots
 from cnnzoo.callbacks import Dashboard, tracker_links
+from cnnzoo.callbacks.dashboard import HPARAMS_TAB, _overridden_keys
 from cnnzoo.config import CONFIG_MODULE
 from cnnzoo.train import train
 
@@ -150,11 +152,31 @@ def test_tensorboard_gets_the_batch_the_report_images_and_the_hparams_tab(tmp_pa
     assert shown["hparams"]["seed"] == 7
     assert shown["hparams"]["model/optimizer/lr"] == pytest.approx(3e-3)  # the config, flattened
     assert shown["hparams"]["model/params"] == 61_706
+    # what a sweep compares, not the whole config (hparams.yaml keeps that)
+    assert set(shown["hparams"]) <= set(HPARAMS_TAB)
+    assert {"seed", "model/net/name", "data/batch_size", "trainer/max_epochs"} <= set(
+        shown["hparams"]
+    )
+    saved = yaml.safe_load((run_dir / "tensorboard/version_0/hparams.yaml").read_text())
+    assert saved["callbacks"]["model_checkpoint"]["monitor"] == "val/acc"
     assert {"final/val/acc_best", "final/test/acc"} <= set(shown["metrics"])
     assert shown["scalars"]["final/test/acc"] == pytest.approx(record["metrics"]["test/acc"])
     assert {"train/batch", "test/confusion_matrix", "test/misclassified"} <= set(shown["images"])
     batch = run_dir / "train_batch.png"  # also for CSV-only users
     assert batch.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and batch.stat().st_size > 10_000
+
+
+def test_the_hparams_tab_adds_the_keys_a_job_overrides() -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = ["model=resnet20", "data.split_seed=3", "+trainer.gradient_clip_val=1.0"]
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        assert _overridden_keys() == ["data/split_seed", "trainer/gradient_clip_val"]
+    finally:
+        HydraConfig.instance().cfg = None
 
 
 def test_a_run_without_test_fills_the_hparams_tab_when_fitting_ends(

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
 
 from cnnzoo import plots
 from cnnzoo.callbacks.images import class_names, displayable, log_image_file
@@ -38,6 +40,29 @@ SUMMARIES = {"val/acc": "max", "val/loss": "min"}
 # matches globs like file paths: ``*`` does not cover names with a ``/``
 STEP_METRIC = "trainer/global_step"
 FINAL_PREFIX = "final/"
+# TensorBoard's HPARAMS tab: the settings a sweep usually compares (and whatever the job's
+# overrides set), not the ~140 values of the whole config — those stay in hparams.yaml
+HPARAMS_TAB = (
+    "seed",
+    "data/_target_",
+    "data/batch_size",
+    "data/image_size",
+    "data/augment",
+    "data/mixup_alpha",
+    "data/cutmix_alpha",
+    "model/net/name",
+    "model/net/weights",
+    "model/optimizer/_target_",
+    "model/optimizer/lr",
+    "model/optimizer/weight_decay",
+    "model/scheduler/_target_",
+    "model/label_smoothing",
+    "trainer/max_epochs",
+    "trainer/precision",
+    "trainer/accumulate_grad_batches",
+    "model/params",
+    "model/flops",
+)
 
 
 def _wandb_loggers(trainer: L.Trainer) -> list[WandbLogger]:
@@ -59,9 +84,10 @@ class Dashboard(L.Callback):
       ``log_model=True`` logs ``best.ckpt`` (alias ``best``) and ``last.ckpt`` (alias
       ``latest``) once, at the end of fitting; ``log_model="all"`` logs every checkpoint file
       that changed, after each training epoch.
-    - **TensorBoard's HPARAMS tab**: the logger's hyperparameters (the run's config, flattened)
-      with the final metrics as ``final/<metric>``, once at the end of the run: after testing
-      when ``test_after_fit`` (the entry point tests after fitting), else at the end of fitting.
+    - **TensorBoard's HPARAMS tab**: the run's settings a sweep compares (``HPARAMS_TAB``, and
+      every key the job's overrides set), with the final metrics as ``final/<metric>``, once at
+      the end of the run: after testing when ``test_after_fit`` (the entry point tests after
+      fitting), else at the end of fitting.
     """
 
     def __init__(
@@ -208,12 +234,49 @@ class Dashboard(L.Callback):
         """TensorBoard's HPARAMS tab: the run's hyperparameters against its final metrics.
 
         Lightning flattens the (nested) hyperparameters to ``a/b/c`` keys with scalar or string
-        values. The metrics get their own tags (``final/...``): logging them under their own
-        names would add a point at the end of each metric's curve."""
+        values. The selection is passed as a config, which the logger merges into the
+        hyperparameters it already holds (``hparams.yaml`` keeps the whole config). The metrics
+        get their own tags (``final/...``): logging them under their own names would add a point
+        at the end of each metric's curve."""
         final = {f"{FINAL_PREFIX}{name}": value for name, value in metrics.items()}
+        keys = {*HPARAMS_TAB, *_overridden_keys()}
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger) and final:
-                logger.log_hyperparams(logger.hparams, metrics=final, step=trainer.global_step)
+                shown = OmegaConf.create(_select(dict(logger.hparams), keys))
+                # typed dict | Namespace, but Lightning merges a config into its hparams
+                logger.log_hyperparams(
+                    shown,  # type: ignore[arg-type]
+                    metrics=final,
+                    step=trainer.global_step,
+                )
+
+
+def _select(params: dict[str, Any], keys: set[str], prefix: str = "") -> dict[str, Any]:
+    """The entries of nested ``params`` whose ``a/b/c`` path is in ``keys``, nested as they
+    were."""
+    selected: dict[str, Any] = {}
+    for name, value in params.items():
+        path = f"{prefix}{name}"
+        if path in keys:
+            selected[name] = value
+        elif isinstance(value, dict | DictConfig):
+            inner = _select(dict(value), keys, f"{path}/")
+            if inner:
+                selected[name] = inner
+    return selected
+
+
+def _overridden_keys() -> list[str]:
+    """The ``a/b/c`` paths the job's command-line overrides set (``model.optimizer.lr=0.01``;
+    not group choices such as ``model=resnet18``, whose values are configs)."""
+    if not HydraConfig.initialized():
+        return []
+    keys = []
+    for override in HydraConfig.get().overrides.task:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if "." in key:
+            keys.append(key.replace(".", "/"))
+    return keys
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
