@@ -429,11 +429,17 @@ class TinyNet(torch.nn.Sequential):
         super().__init__(torch.nn.Flatten(), torch.nn.Linear(28 * 28, num_classes))
 
 
-def test_a_users_own_network_trains_and_is_trusted_only_when_named(tmp_path: Path) -> None:
-    record = run_training(
-        tmp_path / "run", *SHORT, "~model.net", "+model.net._target_=test_failures.TinyNet"
-    )
+def test_a_users_own_network_trains_resumes_and_is_trusted_only_when_named(
+    tmp_path: Path,
+) -> None:
+    net = ("~model.net", "+model.net._target_=test_failures.TinyNet")
+    record = run_training(tmp_path / "run", *SHORT, *net)
     assert record["metrics"]["test/acc"] > 0  # the run tested its own checkpoint
     with pytest.raises(UserError, match="trusted_targets"):
         read_checkpoint(record["best_ckpt"])
     assert read_checkpoint(record["best_ckpt"], trusted=["test_failures."])
+    # the run's own config names the net: resuming from its checkpoint trusts it too
+    resumed = run_training(
+        tmp_path / "run", *SHORT, *net, "trainer.max_epochs=3", f"ckpt_path={record['last_ckpt']}"
+    )
+    assert read_checkpoint(resumed["last_ckpt"], trusted=["test_failures."])["epoch"] == 2
