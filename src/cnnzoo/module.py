@@ -49,8 +49,8 @@ class EpochStats(Metric):
     computed.
 
     One metric of three in-place additions, rather than ``MulticlassAccuracy`` and
-    ``MeanMetric``: those cost ~150 µs a step on a CPU in a microbenchmark and ~580 µs inside a
-    LeNet training step (benchmarks/RESULTS.md, 2026-12-01 10:00), this one ~35 µs.
+    ``MeanMetric``: those cost 148 µs a step on a CPU in a microbenchmark and 580 µs inside a
+    LeNet training step, this one 34 and 184 µs (benchmarks/RESULTS.md, 2026-12-01 10:00).
     """
 
     full_state_update = False
