@@ -353,6 +353,7 @@ def test_resuming_from_an_unreadable_last_checkpoint_falls_back_to_the_newest_go
 # --- sweeps ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # two DDP jobs of two processes each: ~55 s, like test_scale's DDP runs
 def test_a_failing_job_in_a_ddp_sweep_is_recorded_and_the_next_job_runs(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = run(

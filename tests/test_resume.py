@@ -1,6 +1,7 @@
 """Resuming: `ckpt_path=last` (or a run's checkpoint file) continues that run — in its own run dir,
 with one record: its checkpoints, CSV log (the same metrics.csv), TensorBoard log (the same
-folder), summary, train.log and W&B run. Exactness across a kill is in test_failures.py."""
+folder, purged from the checkpoint's step), summary, train.log and W&B run. Exactness across a
+kill is in test_failures.py."""
 
 from __future__ import annotations
 
@@ -19,11 +20,10 @@ from cnnzoo.errors import UserError
 
 
 def test_ckpt_path_last_continues_the_newest_run_in_its_own_dir(tmp_path: Path) -> None:
-    args = [*SHORT, "logger=[csv,tensorboard,wandb]", f"paths.log_dir={tmp_path}"]
+    args = [*SHORT, "logger=[csv,wandb]", f"paths.log_dir={tmp_path}"]
     run("train", *args, "trainer.max_epochs=1")
     (run_dir,) = (tmp_path / "debug" / "runs").iterdir()
     first_id = (run_dir / "wandb_run_id").read_text().strip()
-    events = sorted((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
 
     run("train", *args, "trainer.max_epochs=2", "ckpt_path=last")
 
@@ -42,10 +42,6 @@ def test_ckpt_path_last_continues_the_newest_run_in_its_own_dir(tmp_path: Path) 
         rows = list(csv.DictReader(f))
     assert [float(row["epoch"]) for row in rows if row["val/acc"]] == [0, 1]
     assert [float(row["epoch"]) for row in rows if row["train/loss_epoch"]] == [0, 1]
-    # one TensorBoard log: the second part's events files beside the first's
-    assert [p.name for p in (run_dir / "tensorboard").iterdir()] == ["version_0"]
-    resumed = sorted((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
-    assert set(events) < set(resumed) and len(resumed) == 2 * len(events)
     log = (run_dir / "train.log").read_text()
     assert log.count("Instantiating datamodule") == 2  # both parts of the run, one log
     # the W&B run resumed: a second offline segment of the same run id
@@ -112,3 +108,34 @@ def test_a_resumed_csv_log_keeps_the_rows_before_the_checkpoint(
     logger.save()
     with open(folder / "metrics.csv", newline="") as f:
         assert [int(row["step"]) for row in csv.DictReader(f)] == [0, 1, 2, 3, 4, 5, 6]
+
+
+def test_a_resumed_tensorboard_log_continues_its_folder_from_the_checkpoints_step(
+    tmp_path: Path,
+) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from cnnzoo.trackers import instantiate_loggers
+
+    node = {
+        "_target_": "lightning.pytorch.loggers.TensorBoardLogger",
+        "save_dir": str(tmp_path / "tensorboard"),
+        "name": None,
+        "default_hp_metric": False,
+    }
+    cfg = OmegaConf.create({"tensorboard": node})
+    (first,) = instantiate_loggers(cfg)
+    for step in range(10):  # a killed run logged steps 0-9; its checkpoint is from step 6
+        first.log_metrics({"train/loss_step": 1.0}, step=step)
+    first.finalize("failed")
+
+    (resumed,) = instantiate_loggers(cfg, resume_step=6)
+    for step in (6, 7):
+        resumed.log_metrics({"train/loss_step": 0.5}, step=step)
+    resumed.finalize("success")
+
+    assert [p.name for p in (tmp_path / "tensorboard").iterdir()] == ["version_0"]
+    events = EventAccumulator(str(tmp_path / "tensorboard" / "version_0"))
+    events.Reload()
+    shown = [(e.step, e.value) for e in events.Scalars("train/loss_step")]
+    assert shown == [(step, 1.0) for step in range(6)] + [(6, 0.5), (7, 0.5)]
