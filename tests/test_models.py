@@ -3,6 +3,9 @@
 - each net, built for a 1x28x28 or a 3x32x32 batch as training builds it (the stem ``stem_for``
   picks for that size), maps it to finite ``N x num_classes`` logits and fits it: a few Adam
   steps lower its loss;
+- one training step of the real ``ImageClassifier`` gives every parameter of every net a
+  gradient (GoogLeNet's auxiliary classifiers too), and ``aux_loss_weight`` weighs the
+  auxiliary losses of GoogLeNet and torchvision's Inception-v3; in eval mode they return logits;
 - every registered net has a config ``model/<name>``, every such config names a registered net
   (the variant's numbers live in the registry only), and composes and instantiates through Hydra;
   a constructor argument stays overridable from the command line;
@@ -21,7 +24,9 @@ from torch import nn
 
 from cnnzoo.config import CONFIG_MODULE, config_options
 from cnnzoo.models import create_model, get_spec, model_names, register
+from cnnzoo.models.common import stem_for
 from cnnzoo.models.stats import count_parameters
+from cnnzoo.module import ImageClassifier, split_logits
 
 SMALL_MNIST = (1, 28, 28)
 SMALL_CIFAR = (3, 32, 32)
@@ -53,7 +58,8 @@ def _cases() -> list:
 def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     # the same dropout / drop-path masks before and after training: only the weights differ
     torch.manual_seed(1)
-    return F.cross_entropy(model(x), y)
+    logits, _ = split_logits(model(x))  # GoogLeNet's auxiliary outputs too, in training
+    return F.cross_entropy(logits, y)
 
 
 @pytest.mark.parametrize(("name", "shape"), _cases())
@@ -64,7 +70,7 @@ def test_every_model_gives_finite_logits_and_fits_a_batch(
     x = torch.randn(BATCH, *shape)
     y = torch.arange(BATCH) % NUM_CLASSES
 
-    logits = model(x)
+    logits, _ = split_logits(model(x))
     assert logits.shape == (BATCH, NUM_CLASSES)
     assert torch.isfinite(logits).all()
 
@@ -76,6 +82,84 @@ def test_every_model_gives_finite_logits_and_fits_a_batch(
         optimizer.step()
     after = _loss(model, x, y)
     assert after < before
+
+
+def _classifier(net: dict, *, aux_loss_weight: float = 0.3) -> ImageClassifier:
+    """The training module, as a config builds it (plain SGD: no scheduler, no trainer)."""
+    optimizer = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1}
+    return ImageClassifier(
+        net=net, num_classes=NUM_CLASSES, optimizer=optimizer, aux_loss_weight=aux_loss_weight
+    )
+
+
+def _zoo_net(name: str, shape: tuple[int, int, int]) -> dict:
+    """A registered net's config for ``shape`` images, as configs/model/<name>.yaml composes it."""
+    spec = get_spec(name)
+    extra = {"stem": stem_for(shape[1]), "image_size": shape[1]}
+    net = {"_target_": "cnnzoo.models.create_model", "name": name, "in_channels": shape[0]}
+    return {
+        **net,
+        "num_classes": NUM_CLASSES,
+        **{k: v for k, v in extra.items() if spec.accepts(k)},
+    }
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=[pytest.mark.slow] if n in SLOW_EVERYWHERE else [])
+        for n in model_names()
+    ],
+)
+def test_every_parameter_gets_a_gradient_in_a_training_step(name: str) -> None:
+    # timm's test_model_backward, through the training module's own loss (auxiliary ones too)
+    model = _classifier(_zoo_net(name, SMALL_MNIST)).train()
+    x, y = torch.randn(2, *SMALL_MNIST), torch.tensor([0, 1])
+    model.training_step((x, y), 0).backward()
+    without = [n for n, p in model.net.named_parameters() if p.grad is None]
+    assert not without, f"{name}: no gradient for {without}"
+
+
+AUX_NETS = {
+    "googlenet": (_zoo_net("googlenet", SMALL_MNIST), SMALL_MNIST),
+    # torchvision's Inception-v3: in training (logits, aux); its aux head needs its 299 px
+    "torchvision_inception_v3": (
+        {"_target_": "cnnzoo.models.backbones.torchvision_backbone", "name": "inception_v3",
+         "in_channels": 3, "num_classes": NUM_CLASSES, "init_weights": False},
+        (3, 299, 299),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "net", ["googlenet", pytest.param("torchvision_inception_v3", marks=pytest.mark.slow)]
+)
+def test_aux_loss_weight_weighs_the_auxiliary_losses_in_training(net: str) -> None:
+    config, shape = AUX_NETS[net]
+    model = _classifier(config).train()
+    x, y = torch.randn(2, *shape), torch.tensor([0, 1])
+    torch.manual_seed(1)  # the same dropout masks in every forward below
+    outputs = model.net(x)
+    assert isinstance(outputs, tuple), "in training the net returns its auxiliary outputs too"
+    logits, *aux = outputs
+    expected_aux = sum(F.cross_entropy(a, y) for a in aux)
+    assert len(aux) in (1, 2) and expected_aux > 0
+    losses = []
+    for weight in (0.0, 0.3, 1.0):
+        model.hparams["aux_loss_weight"] = weight
+        torch.manual_seed(1)
+        losses.append(model.training_step((x, y), 0))
+        expected = F.cross_entropy(logits, y) + weight * expected_aux
+        torch.testing.assert_close(losses[-1], expected)
+    assert losses[0] < losses[1] < losses[2]
+
+    model.eval()  # no auxiliary outputs: the logits, and validation's loss is theirs alone
+    with torch.no_grad():
+        logits = model(x)
+        assert isinstance(logits, torch.Tensor) and logits.shape == (2, NUM_CLASSES)
+        model.validation_step((x, y), 0)
+    stats = model._stats("val").compute()
+    torch.testing.assert_close(stats["loss"], F.cross_entropy(logits, y))
 
 
 @pytest.mark.parametrize("name", model_names())

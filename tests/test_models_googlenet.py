@@ -1,5 +1,6 @@
-"""GoogLeNet: torchvision's network exactly (with and without the auxiliary classifiers),
-Table 1 widths, explicit auxiliary outputs, a small stem for 28/32 px images."""
+"""GoogLeNet: torchvision's network exactly (with and without the auxiliary classifiers), in
+training its auxiliary outputs as torchvision's, Table 1 widths, a small stem for 28/32 px
+images."""
 
 import pytest
 import torch
@@ -41,10 +42,10 @@ def test_googlenet_aux_outputs_equal_torchvision_in_training() -> None:
     for aux in (ours.aux1, ours.aux2):
         aux.dropout.p = 0.0
     x = torch.randn(2, 3, 224, 224)
-    logits, aux2, aux1 = reference.train()(x)
-    torch.testing.assert_close(
-        ours.train().forward_with_aux(x), (logits, aux1, aux2), atol=1e-5, rtol=0
-    )
+    theirs = reference.train()(x)
+    outputs = ours.train()(x)
+    assert type(outputs) is type(theirs)  # GoogLeNetOutputs(logits, aux_logits2, aux_logits1)
+    torch.testing.assert_close(tuple(outputs), tuple(theirs), atol=1e-5, rtol=0)
 
 
 def test_table_1_widths_give_the_papers_output_channels() -> None:
@@ -56,25 +57,34 @@ def test_table_1_widths_give_the_papers_output_channels() -> None:
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
-def test_googlenet_forward_is_logits_and_aux_come_from_their_own_method(
+def test_googlenet_returns_its_auxiliary_outputs_in_training_and_the_logits_in_eval(
     shape: tuple[int, int, int],
 ) -> None:
-    net = GoogLeNet(in_channels=shape[0], num_classes=10, stem="small").train()
+    net = GoogLeNet(in_channels=shape[0], num_classes=10, stem="small")
     x = torch.randn(2, *shape)
-    assert net(x).shape == (2, 10)
-    outputs = net.forward_with_aux(x)
-    assert isinstance(outputs, tuple) and [o.shape for o in outputs] == [(2, 10)] * 3
+    logits, aux2, aux1 = net.train()(x)
+    assert [o.shape for o in (logits, aux2, aux1)] == [(2, 10)] * 3
+    with torch.no_grad():
+        assert net.eval()(x).shape == (2, 10)
+
+
+def test_googlenet_without_aux_returns_the_logits_in_training() -> None:
+    net = GoogLeNet(num_classes=10, stem="small", aux_logits=False).train()
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_reset_classifier_resets_the_auxiliary_classifiers_too() -> None:
+    net = GoogLeNet(num_classes=10, stem="small").train()
+    net.reset_classifier(5)
+    assert [o.shape for o in net(torch.randn(2, 3, 32, 32))] == [(2, 5)] * 3
+    net.reset_classifier(0)  # no classes: no auxiliary classifiers, the pooled features
+    assert net.aux1 is None and net.aux2 is None
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 1024)
 
 
 def test_googlenet_small_stem_skips_the_early_pools() -> None:
     net = GoogLeNet(num_classes=10, stem="small")
     assert net.forward_features(torch.randn(1, 3, 32, 32)).shape == (1, 1024, 8, 8)
-
-
-def test_googlenet_without_aux_refuses_aux_outputs() -> None:
-    net = GoogLeNet(num_classes=10, stem="small", aux_logits=False)
-    with pytest.raises(ValueError, match="aux_logits=False"):
-        net.forward_with_aux(torch.randn(1, 3, 32, 32))
 
 
 def test_googlenet_rejects_an_unknown_stem() -> None:

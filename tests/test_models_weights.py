@@ -20,11 +20,17 @@ import torchvision
 from safetensors.torch import save_file
 
 from cnnzoo.errors import UserError
-from cnnzoo.models import create_model
+from cnnzoo.models import create_model, specs
 from cnnzoo.models.convnext import from_torchvision_state_dict
-from cnnzoo.models.weights import TORCHVISION_TWINS
 
 StateDict = dict[str, torch.Tensor]
+
+# the registered nets that torchvision has too, under the same name
+TORCHVISION_TWINS = [
+    "alexnet", "convnext_base", "convnext_small", "convnext_tiny", "densenet121", "densenet169",
+    "densenet201", "googlenet", "resnet101", "resnet152", "resnet18", "resnet34", "resnet50",
+    "wide_resnet50_2",
+]  # fmt: skip
 
 
 def torchvision_net(name: str, **kwargs) -> torch.nn.Module:
@@ -200,7 +206,13 @@ def test_offline_without_the_cached_file_names_the_file_the_cache_and_the_altern
 def test_nets_without_a_torchvision_twin_take_files_only(name: str) -> None:
     with pytest.raises(ValueError, match="no torchvision counterpart") as error:
         create_model(name, weights="IMAGENET1K_V1")
-    assert ", ".join(sorted(TORCHVISION_TWINS)) in str(error.value)
+    assert ", ".join(TORCHVISION_TWINS) in str(error.value)
+
+
+def test_the_registry_says_which_nets_torchvision_has_too() -> None:
+    # one place for the fact: the registration, whose `torchvision` maps the state dict
+    assert [spec.name for spec in specs() if spec.torchvision] == TORCHVISION_TWINS
+    assert set(TORCHVISION_TWINS) <= set(torchvision.models.list_models(module=torchvision.models))
 
 
 def test_an_unknown_weights_name_lists_the_known_ones() -> None:

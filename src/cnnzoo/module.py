@@ -173,7 +173,9 @@ class ImageClassifier(L.LightningModule):
             names += [f"{stage}/acc_top5"] if self._stats(stage).top5 else []
         return names
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor | Sequence[Tensor]:
+        """The net's output: the logits, or in training, for nets with auxiliary classifiers,
+        a tuple that starts with them (see ``split_logits``)."""
         if self.hparams["channels_last"]:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
@@ -182,7 +184,7 @@ class ImageClassifier(L.LightningModule):
         x, y = batch
         logits, aux = split_logits(self(x))
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams["label_smoothing"])
-        if aux:  # auxiliary classifiers, weighted 0.3 in GoogLeNet (Szegedy et al. 2015)
+        if aux:  # auxiliary classifiers, in training: weighted 0.3 in GoogLeNet (Szegedy 2015)
             aux_loss = sum(
                 F.cross_entropy(a, y, label_smoothing=self.hparams["label_smoothing"]) for a in aux
             )

@@ -10,17 +10,17 @@ equal torchvision's, so its state_dict loads directly.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from cnnzoo.errors import check_choice
 from cnnzoo.models.common import STEMS
-from cnnzoo.models.registry import register
+from cnnzoo.models.features import FeatureStage, HeadSpec, ZooNet, linear_classifier
+from cnnzoo.models.registry import register, same_layout
 
 __all__ = ["AlexNet"]
 
 
-class AlexNet(nn.Module):
+class AlexNet(ZooNet):
     """Five conv layers (ReLU, three 3x3/2 max-pools) and three FC layers with dropout.
 
     ``stem="imagenet"``: conv1 is 11x11 stride 4 followed by a max-pool (224 -> 55 -> 27), the
@@ -35,7 +35,20 @@ class AlexNet(nn.Module):
 
     Init: PyTorch's defaults (fan-in-scaled uniform), as torchvision, not the paper's N(0, 0.01)
     weights with unit biases in conv2, conv4, conv5 and the hidden FC layers (its Sec. 5).
+
+    Feature stages, as timm's VGG (before each max-pool), then the last max-pool: conv1, conv2,
+    conv5, pool5 at strides 4, 8, 16, 32 (small stem: 1, 1, 2, 4). The pre-logits features are
+    the second FC layer's 4096; the head pools to a fixed grid, so ``global_pool`` cannot change
+    (only ``""`` removes the whole head).
     """
+
+    # the layers' indices are torchvision's
+    head_spec = HeadSpec(
+        classifier="classifier.6",
+        pool="avgpool",
+        pre_logits=("flatten", *(f"classifier.{i}" for i in range(6))),
+        pool_types=(),
+    )
 
     def __init__(
         self,
@@ -47,7 +60,8 @@ class AlexNet(nn.Module):
     ) -> None:
         super().__init__()
         check_choice("stem", stem, STEMS)
-        if stem == "imagenet":
+        imagenet = stem == "imagenet"
+        if imagenet:
             conv1 = nn.Conv2d(in_channels, 64, kernel_size=11, stride=4, padding=2)
             pool1: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2)
             pooled = 6
@@ -55,7 +69,6 @@ class AlexNet(nn.Module):
             conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1)
             pool1 = nn.Identity()
             pooled = 3
-        self.num_features = 256
         self.features = nn.Sequential(
             conv1,
             nn.ReLU(inplace=True),
@@ -71,7 +84,23 @@ class AlexNet(nn.Module):
             nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
         )
-        self.avgpool = nn.AdaptiveAvgPool2d((pooled, pooled))
+        # imagenet: N x 3 x 224 x 224 -> N x 256 x 6 x 6; small: N x 3 x 32 x 32 -> N x 256 x 7 x 7
+        # conv1 | pool1, conv2 | pool2, conv3 .. conv5 | pool5 (the small stem has no pool1)
+        ends, widths = (1, 4, 11, 12), (64, 192, 256, 256)
+        strides = (4, 8, 16, 32) if imagenet else (1, 1, 2, 4)
+        self.set_stages(
+            [
+                FeatureStage(tuple(f"features.{i}" for i in range(start, end + 1)), width, stride)
+                for start, end, width, stride in zip(
+                    (0, 2, 5, 12), ends, widths, strides, strict=True
+                )
+            ]
+        )
+        self.num_classes = num_classes
+        self.num_features = 256
+        self.head_hidden_size = 4096
+        self.avgpool = nn.AdaptiveAvgPool2d((pooled, pooled))  # N x 256 x 6 x 6 (small: 3 x 3)
+        self.flatten = nn.Flatten(1)  # N x 9216 (small: N x 2304)
         self.classifier = nn.Sequential(
             nn.Dropout(p=dropout),
             nn.Linear(256 * pooled * pooled, 4096),
@@ -79,23 +108,8 @@ class AlexNet(nn.Module):
             nn.Dropout(p=dropout),
             nn.Linear(4096, 4096),
             nn.ReLU(inplace=True),
-            nn.Linear(4096, num_classes),
+            linear_classifier(4096, num_classes),
         )
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        # imagenet: N x 3 x 224 x 224 -> N x 256 x 6 x 6; small: N x 3 x 32 x 32 -> N x 256 x 7 x 7
-        return self.features(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier[-1]
-
-    def forward_head(self, x: Tensor) -> Tensor:
-        x = self.avgpool(x)  # N x 256 x 6 x 6 (small: N x 256 x 3 x 3)
-        x = torch.flatten(x, 1)  # N x 9216 (small: N x 2304)
-        return self.classifier(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 register(
@@ -103,4 +117,5 @@ register(
     AlexNet,
     paper="Krizhevsky et al. 2012, ImageNet Classification with Deep CNNs, NeurIPS; "
     "one-tower form of Krizhevsky 2014, One weird trick, arXiv:1404.5997",
+    torchvision=same_layout,
 )

@@ -17,6 +17,13 @@ from torchvision.ops import StochasticDepth
 
 from cnnzoo.errors import check_choice
 from cnnzoo.models.common import STEMS
+from cnnzoo.models.features import (
+    FeatureStage,
+    HeadSpec,
+    ZooNet,
+    global_pool_layer,
+    linear_classifier,
+)
 from cnnzoo.models.registry import register
 
 __all__ = ["LayerNorm2d", "Block", "Downsample", "ConvNeXt", "from_torchvision_state_dict"]
@@ -70,7 +77,7 @@ class Downsample(nn.Sequential):
         return conv(F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2)))
 
 
-class ConvNeXt(nn.Module):
+class ConvNeXt(ZooNet):
     """ConvNeXt of Liu et al. 2022, arXiv:2201.03545.
 
     Stems: ``"imagenet"`` is the paper's 4x4 stride-4 patchify conv + LN. ``"small"`` is a 3x3
@@ -79,7 +86,15 @@ class ConvNeXt(nn.Module):
     in the last stage, at 16x the stage cost of the 4x4 patchify.
     Init as the paper: truncated normal (std 0.02) conv/linear weights, zero biases, the head's
     weight and bias then multiplied by ``head_init_scale``.
+
+    Feature stages (timm's): the four stages, each with the downsampling in front of it (strides
+    4, 8, 16, 32 with the ImageNet stem; 1, 2, 4, 8 with the small one). The head's LayerNorm
+    reads the pooled features: pooling that doubles them (``catavgmax``) does not fit it.
     """
+
+    head_spec = HeadSpec(
+        classifier="head", pre_logits=("norm",), pool_types=("avg", "max", "avgmax")
+    )
 
     def __init__(
         self,
@@ -117,9 +132,18 @@ class ConvNeXt(nn.Module):
                 nn.Sequential(*(Block(dim, r, layer_scale_init_value) for r in rates))
             )
             start += depth
-        self.num_features = dims[-1]
+        # ConvNeXt-T at 224 px: N x 96 x 56 x 56 -> 192 x 28 x 28 -> 384 x 14 x 14 -> 768 x 7 x 7
+        self.set_stages(
+            [
+                FeatureStage((f"downsample_layers.{i}", f"stages.{i}"), dim, stride * 2**i)
+                for i, dim in enumerate(dims)
+            ]
+        )
+        self.num_classes = num_classes
+        self.num_features = self.head_hidden_size = dims[-1]
+        self.global_pool = global_pool_layer()
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6)  # on the pooled features
-        self.head = nn.Linear(dims[-1], num_classes)
+        self.head = linear_classifier(dims[-1], num_classes)
         self._init_weights(head_init_scale)
 
     def _init_weights(self, head_init_scale: float) -> None:
@@ -128,24 +152,10 @@ class ConvNeXt(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:  # every ConvNeXt conv and linear layer has one
                     nn.init.zeros_(m.bias)
-        with torch.no_grad():
-            self.head.weight.mul_(head_init_scale)
-            self.head.bias.mul_(head_init_scale)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        # ConvNeXt-T at 224 px: N x 96 x 56 x 56 -> 192 x 28 x 28 -> 384 x 14 x 14 -> 768 x 7 x 7
-        for downsample, stage in zip(self.downsample_layers, self.stages, strict=True):
-            x = stage(downsample(x))
-        return x
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def forward_head(self, x: Tensor) -> Tensor:
-        return self.head(self.norm(x.mean((-2, -1))))  # N x C -> N x num_classes
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
+        if isinstance(self.head, nn.Linear):  # no classifier with num_classes=0
+            with torch.no_grad():
+                self.head.weight.mul_(head_init_scale)
+                self.head.bias.mul_(head_init_scale)
 
 
 def from_torchvision_state_dict(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -185,4 +195,4 @@ CONVNEXTS: dict[str, dict[str, Any]] = {
 }
 
 for _name, _row in CONVNEXTS.items():
-    register(_name, ConvNeXt, paper=_PAPER, **_row)
+    register(_name, ConvNeXt, paper=_PAPER, torchvision=from_torchvision_state_dict, **_row)

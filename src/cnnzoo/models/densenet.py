@@ -16,7 +16,14 @@ from torch import Tensor, nn
 
 from cnnzoo.errors import check_choice
 from cnnzoo.models.common import STEMS
-from cnnzoo.models.registry import register
+from cnnzoo.models.features import (
+    FeatureStage,
+    HeadSpec,
+    ZooNet,
+    global_pool_layer,
+    linear_classifier,
+)
+from cnnzoo.models.registry import register, same_layout
 
 __all__ = ["DenseLayer", "DenseBlock", "Transition", "DenseNet"]
 
@@ -76,13 +83,19 @@ class Transition(nn.Sequential):
         self.pool = nn.AvgPool2d(kernel_size=2, stride=2, ceil_mode=True)
 
 
-class DenseNet(nn.Module):
+class DenseNet(ZooNet):
     """DenseNet-BC (bottleneck layers + compression) of Huang et al. 2017, arXiv:1608.06993.
 
     Stems: ``"imagenet"`` is the paper's 7x7 stride-2 conv + BN-ReLU + 3x3 stride-2 max-pool;
     ``"small"`` is the CIFAR net's single 3x3 stride-1 conv (its first dense layer starts with
     BN-ReLU). Init as torchvision: Kaiming-normal convs, BN weight 1 / bias 0, linear bias 0.
+
+    Feature stages (timm's): the stem (before its max-pool), every dense block but the last
+    (before its transition), and the last block with the final BN-ReLU — at strides 2, 4, 8,
+    16, 32 for DenseNet-121 with the ImageNet stem.
     """
+
+    head_spec = HeadSpec(classifier="classifier")
 
     def __init__(
         self,
@@ -104,7 +117,8 @@ class DenseNet(nn.Module):
         if not block_config:
             raise ValueError("block_config needs at least one dense block, got ()")
 
-        if stem == "imagenet":
+        imagenet = stem == "imagenet"
+        if imagenet:
             self.features = nn.Sequential(
                 OrderedDict(
                     conv0=nn.Conv2d(in_channels, num_init_features, 7, 2, padding=3, bias=False),
@@ -113,25 +127,40 @@ class DenseNet(nn.Module):
                     pool0=nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
                 )
             )
+            stem_stage = FeatureStage(
+                ("features.conv0", "features.norm0", "features.relu0"), num_init_features, 2
+            )
+            pending, stride = ["features.pool0"], 4  # the next stage starts with the max-pool
         else:
             conv0 = nn.Conv2d(in_channels, num_init_features, 3, padding=1, bias=False)
             self.features = nn.Sequential(OrderedDict(conv0=conv0))
+            stem_stage = FeatureStage(("features.conv0",), num_init_features, 1)
+            pending, stride = [], 1
+        stages = [stem_stage]
         # DenseNet-121 at 224 px: N x 64 x 56 x 56 -> block1 256 x 56 x 56 -> trans1 128 x 28 x 28
         # -> block2 512 -> trans2 256 x 14 x 14 -> block3 1024 -> trans3 512 x 7 x 7 -> block4 1024.
         channels = num_init_features
         for i, num_layers in enumerate(block_config, start=1):
             block = DenseBlock(num_layers, channels, growth_rate, bn_size, drop_rate)
             self.features.add_module(f"denseblock{i}", block)
+            pending.append(f"features.denseblock{i}")
             channels += num_layers * growth_rate
             if i < len(block_config):
+                stages.append(FeatureStage(tuple(pending), channels, stride))
                 out_channels = int(compression * channels)
                 self.features.add_module(f"transition{i}", Transition(channels, out_channels))
+                pending, stride = [f"features.transition{i}"], stride * 2
                 channels = out_channels
         self.features.add_module("norm5", nn.BatchNorm2d(channels))
         self.features.add_module("relu5", nn.ReLU(inplace=True))
-        self.num_features = channels
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(channels, num_classes)
+        stages.append(
+            FeatureStage((*pending, "features.norm5", "features.relu5"), channels, stride)
+        )
+        self.set_stages(stages)
+        self.num_classes = num_classes
+        self.num_features = self.head_hidden_size = channels
+        self.global_pool = global_pool_layer()
+        self.classifier = linear_classifier(channels, num_classes)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -143,18 +172,6 @@ class DenseNet(nn.Module):
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        return self.features(x)  # N x num_features x H/32 x W/32 (ImageNet stem)
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
-    def forward_head(self, x: Tensor) -> Tensor:
-        return self.classifier(torch.flatten(self.pool(x), 1))  # N x num_classes
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 _PAPER = "Huang et al. 2017, Densely Connected Convolutional Networks, arXiv:1608.06993"
@@ -171,4 +188,5 @@ DENSENETS: dict[str, dict[str, Any]] = {
 }
 
 for _name, _row in DENSENETS.items():
-    register(_name, DenseNet, paper=_PAPER, **_row)
+    _twin = same_layout if _name != "densenet_bc100" else None  # torchvision has the others
+    register(_name, DenseNet, paper=_PAPER, torchvision=_twin, **_row)

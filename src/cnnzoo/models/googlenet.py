@@ -13,10 +13,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.models.googlenet import GoogLeNetOutputs
 
 from cnnzoo.errors import check_choice
 from cnnzoo.models.common import STEMS
-from cnnzoo.models.registry import register
+from cnnzoo.models.features import (
+    FeatureStage,
+    HeadSpec,
+    ZooNet,
+    global_pool_layer,
+    linear_classifier,
+)
+from cnnzoo.models.registry import register, same_layout
 
 __all__ = ["INCEPTION_V1", "BasicConv2d", "GoogLeNet", "Inception", "InceptionAux", "InceptionSpec"]
 
@@ -114,15 +122,21 @@ class InceptionAux(nn.Module):
         return self.fc2(x)
 
 
-class GoogLeNet(nn.Module):
+class GoogLeNet(ZooNet):
     """Stem, Inception 3a-3b, pool, 4a-4e, pool, 5a-5b, global average pool, dropout, FC.
 
     ``stem="imagenet"``: 7x7/2 conv (64), max-pool, 1x1 conv (64), 3x3 conv (192), max-pool
     (224 -> 28 at 3a). ``stem="small"`` (28/32 px, as kuangliu/pytorch-cifar): one 3x3 stride-1
     conv to 192 channels and no early max-pool, so 3a sees the full image (32 -> 16 -> 8).
-    ``aux_logits`` adds the two auxiliary classifiers; ``forward`` never uses them, and
-    ``forward_with_aux`` returns all three outputs for the paper's 0.3-weighted auxiliary losses.
-    Dropout before the FC is torchvision's 0.2 (the paper's Table 1: 40%).
+    ``aux_logits`` adds the two auxiliary classifiers (on 4a and 4d): in training ``forward``
+    then returns torchvision's ``GoogLeNetOutputs(logits, aux_logits2, aux_logits1)``, whose
+    auxiliary losses the training module adds with weight ``aux_loss_weight`` (the paper's 0.3);
+    in eval mode it returns the logits only. Dropout before the FC is torchvision's 0.2 (the
+    paper's Table 1: 40%).
+
+    Feature stages, as timm's Inception-v3 (each before a max-pool): conv1, conv3, 3b, 4e, 5b at
+    strides 2, 4, 8, 16, 32; the small stem is one conv, so it has four: conv1, 3b, 4e, 5b at
+    strides 1, 1, 2, 4.
 
     ``transform_input`` re-scales an input normalised with ImageNet's mean and std to the
     ``(pixel - 0.5) / 0.5`` range that torchvision's pretrained weights expect (they were ported
@@ -131,6 +145,8 @@ class GoogLeNet(nn.Module):
 
     Init: truncated normal (std 0.01) for conv and linear weights, as torchvision.
     """
+
+    head_spec = HeadSpec(classifier="fc", pre_logits=("dropout",))
 
     # __init__ registers these by name, one per row of INCEPTION_V1. Declared for the type
     # checker only: TorchScript would read class annotations as attribute types.
@@ -165,7 +181,8 @@ class GoogLeNet(nn.Module):
         self.transform_input = transform_input
         # Flat attribute names (conv1 .. maxpool2, inception3a ..) are torchvision's; the small
         # stem leaves the layers it does not need as Identity so forward has no branches.
-        if stem == "imagenet":
+        imagenet = stem == "imagenet"
+        if imagenet:
             self.conv1: nn.Module = BasicConv2d(in_channels, 64, kernel_size=7, stride=2, padding=3)
             self.maxpool1: nn.Module = nn.MaxPool2d(3, stride=2, ceil_mode=True)
             self.conv2: nn.Module = BasicConv2d(64, 64, kernel_size=1)
@@ -183,16 +200,42 @@ class GoogLeNet(nn.Module):
         self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
         self.maxpool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True)
 
+        # Feature stages, each ending before a max-pool (timm's Inception-v3 taps): conv1
+        # N x 64 x 112 x 112 | conv3 N x 192 x 56 x 56 | 3b N x 480 x 28 x 28 | 4e N x 832 x 14 x 14
+        # | 5b N x 1024 x 7 x 7 (small stem, 32 px: conv1 and 3b 32 x 32, 4e 16 x 16, 5b 8 x 8)
+        stem_layers = ("_transform_input", "conv1")
+        inception3 = ("maxpool2", "inception3a", "inception3b")
+        inception4 = ("maxpool3", *(f"inception4{m}" for m in "abcde"))
+        inception5 = ("maxpool4", "inception5a", "inception5b")
+        if imagenet:
+            stages = [
+                FeatureStage(stem_layers, 64, 2),
+                FeatureStage(("maxpool1", "conv2", "conv3"), 192, 4),
+                FeatureStage(inception3, 480, 8),
+                FeatureStage(inception4, 832, 16),
+                FeatureStage(inception5, 1024, 32),
+            ]
+        else:  # the small stem's Identity layers join the next stage
+            stages = [
+                FeatureStage(stem_layers, 192, 1),
+                FeatureStage(("maxpool1", "conv2", "conv3", *inception3), 480, 1),
+                FeatureStage(inception4, 832, 2),
+                FeatureStage(inception5, 1024, 4),
+            ]
+        self.set_stages(stages)
+
+        # no classes (a feature extractor): no auxiliary classifiers either
         self.aux1: InceptionAux | None = None
         self.aux2: InceptionAux | None = None
-        if aux_logits:
+        if aux_logits and num_classes > 0:
             self.aux1 = InceptionAux(INCEPTION_V1["4a"].out_channels, num_classes)
             self.aux2 = InceptionAux(INCEPTION_V1["4d"].out_channels, num_classes)
 
-        self.num_features = width
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.num_classes = num_classes
+        self.num_features = self.head_hidden_size = width
+        self.global_pool = global_pool_layer()
         self.dropout = nn.Dropout(p=dropout)
-        self.fc = nn.Linear(width, num_classes)
+        self.fc = linear_classifier(width, num_classes)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -217,46 +260,32 @@ class GoogLeNet(nn.Module):
             1,
         )
 
-    def _trunk(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The feature map after 5b, and the 4a and 4d outputs the auxiliary classifiers read."""
-        x = self._transform_input(x)
-        x = self.conv1(x)  # N x 64 x 112 x 112 (small: N x 192 x 32 x 32)
-        x = self.maxpool1(x)  # N x 64 x 56 x 56
-        x = self.conv3(self.conv2(x))  # N x 192 x 56 x 56
-        x = self.maxpool2(x)  # N x 192 x 28 x 28 (small: N x 192 x 32 x 32)
-        x = self.inception3b(self.inception3a(x))  # N x 480 x 28 x 28
-        x = self.maxpool3(x)  # N x 480 x 14 x 14 (small: 16 x 16)
-        out4a = self.inception4a(x)  # N x 512 x 14 x 14
-        out4d = self.inception4d(self.inception4c(self.inception4b(out4a)))  # N x 528 x 14 x 14
-        x = self.maxpool4(self.inception4e(out4d))  # N x 832 x 7 x 7 (small: 8 x 8)
-        x = self.inception5b(self.inception5a(x))  # N x 1024 x 7 x 7
-        return x, out4a, out4d
+    def forward(self, x: Tensor) -> Tensor | GoogLeNetOutputs:
+        """The logits; in training, with the auxiliary classifiers, ``GoogLeNetOutputs(logits,
+        aux_logits2, aux_logits1)`` as torchvision's (the other nets return the logits only)."""
+        if not self.training or self.aux1 is None or self.aux2 is None:
+            return super().forward(x)
+        x, taps = self._features(x, keep=("inception4a", "inception4d"))
+        aux1 = self.aux1(taps["inception4a"])  # from N x 512 x 14 x 14
+        aux2 = self.aux2(taps["inception4d"])  # from N x 528 x 14 x 14
+        return GoogLeNetOutputs(self.forward_head(x), aux2, aux1)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        return self._trunk(x)[0]
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def forward_head(self, x: Tensor) -> Tensor:
-        x = torch.flatten(self.avgpool(x), 1)  # N x 1024
-        return self.fc(self.dropout(x))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def forward_with_aux(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(logits, aux1 logits, aux2 logits)``, each N x num_classes (torchvision's
-        GoogLeNetOutputs holds the same tensors in the order logits, aux2, aux1)."""
-        if self.aux1 is None or self.aux2 is None:
-            raise ValueError("this GoogLeNet was built with aux_logits=False")
-        x, out4a, out4d = self._trunk(x)
-        return self.forward_head(x), self.aux1(out4a), self.aux2(out4d)
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """The classifier and the auxiliary ones, for ``num_classes`` (0: no auxiliary ones)."""
+        super().reset_classifier(num_classes, global_pool)
+        for name in ("aux1", "aux2"):
+            if getattr(self, name) is None:
+                continue
+            if num_classes:
+                self._replace(f"{name}.fc2", linear_classifier(1024, num_classes))
+            else:
+                setattr(self, name, None)
 
 
 register(
     "googlenet",
     GoogLeNet,
     paper="Szegedy et al. 2015, Going Deeper with Convolutions, arXiv:1409.4842",
+    torchvision=same_layout,
     aux_logits=True,
 )

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from cnnzoo.errors import check_choice
+from cnnzoo.models.features import FeatureStage, HeadSpec, ZooNet, linear_classifier
 from cnnzoo.models.registry import register
 
 __all__ = ["ACTIVATIONS", "LeNet5", "MLP"]
@@ -26,7 +26,7 @@ PAPER = (
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
 
-class LeNet5(nn.Module):
+class LeNet5(ZooNet):
     """LeNet-5: C1 conv 5x5 (6) - S2 pool - C3 conv 5x5 (16) - S4 pool - C5 (120) - F6 (84) - out.
 
     Departures from the paper, all the usual modern ones (as in d2l.ai's LeNet): ReLU and 2x2
@@ -37,8 +37,25 @@ class LeNet5(nn.Module):
     so a 28x28 MNIST digit gives the feature-map sizes of the paper's padded 32x32 input
     (28 -> 14 -> 10 -> 5); other sizes are pooled adaptively to 5x5 before C5.
 
+    Feature stages: the paper's feature maps C1, S2, C3, S4 (strides 1, 2, 2, 4). The head
+    pools to a fixed 5x5 grid for C5 (``global_pool`` cannot change; ``""`` removes the head);
+    its pre-logits features are F6's 84.
+
     Init: PyTorch's default fan-in-scaled uniform, the counterpart of the paper's U(+-2.4/F_in).
     """
+
+    head_spec = HeadSpec(
+        classifier="classifier.output",
+        pool="pool",
+        pre_logits=(
+            "flatten",
+            "classifier.c5",
+            "classifier.act5",
+            "classifier.f6",
+            "classifier.act6",
+        ),
+        pool_types=(),
+    )
 
     def __init__(
         self,
@@ -50,7 +67,6 @@ class LeNet5(nn.Module):
         super().__init__()
         check_choice("activation", activation, tuple(ACTIVATIONS))
         act = ACTIVATIONS[activation]
-        self.num_features = 16
         self.features = nn.Sequential(
             OrderedDict(
                 c1=nn.Conv2d(in_channels, 6, kernel_size=5, padding=2),
@@ -61,34 +77,33 @@ class LeNet5(nn.Module):
                 s4=nn.MaxPool2d(kernel_size=2, stride=2),
             )
         )
-        self.pool = nn.AdaptiveAvgPool2d((5, 5))
+        # N x 1 x 28 x 28 -> C1: N x 6 x 28 x 28 -> S2: N x 6 x 14 x 14 -> C3: N x 16 x 10 x 10
+        # -> S4: N x 16 x 5 x 5
+        self.set_stages(
+            [
+                FeatureStage(("features.c1", "features.act1"), 6, 1),
+                FeatureStage(("features.s2",), 6, 2),
+                FeatureStage(("features.c3", "features.act3"), 16, 2),
+                FeatureStage(("features.s4",), 16, 4),
+            ]
+        )
+        self.num_classes = num_classes
+        self.num_features = 16
+        self.head_hidden_size = 84
+        self.pool = nn.AdaptiveAvgPool2d((5, 5))  # N x 16 x 5 x 5 (a no-op for 28x28 inputs)
+        self.flatten = nn.Flatten(1)  # N x 400
         self.classifier = nn.Sequential(
             OrderedDict(
                 c5=nn.Linear(16 * 5 * 5, 120),
                 act5=act(),
                 f6=nn.Linear(120, 84),
                 act6=act(),
-                output=nn.Linear(84, num_classes),
+                output=linear_classifier(84, num_classes),
             )
         )
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        # N x 1 x 28 x 28 -> c1: N x 6 x 28 x 28 -> s2: N x 6 x 14 x 14 -> c3: N x 16 x 10 x 10
-        return self.features(x)  # N x 16 x 5 x 5
 
-    def get_classifier(self) -> nn.Module:
-        return self.classifier[-1]  # "output"
-
-    def forward_head(self, x: Tensor) -> Tensor:
-        x = self.pool(x)  # N x 16 x 5 x 5 (a no-op for 28x28 inputs)
-        x = torch.flatten(x, 1)  # N x 400
-        return self.classifier(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-
-class MLP(nn.Module):
+class MLP(ZooNet):
     """Fully connected baseline: flatten -> hidden ReLU layers -> linear classifier.
 
     The default ``hidden_sizes=(300, 100)`` is the paper's "3-layer NN, 300+100 hidden units"
@@ -96,8 +111,15 @@ class MLP(nn.Module):
     adaptively to ``image_size`` x ``image_size`` (a no-op at that size) so that any image size
     fits the first layer, as every zoo network must.
 
+    It has no feature maps, so of timm's model API it has the classifier part only
+    (``forward_features`` gives the last hidden layer's N x ``hidden_sizes[-1]``,
+    ``reset_classifier(num_classes)``); ``feature_info`` is empty, and ``features_only``,
+    ``forward_intermediates`` and ``global_pool`` are refused with a ``ValueError``.
+
     Init: PyTorch's default fan-in-scaled uniform.
     """
+
+    head_spec = HeadSpec(classifier="fc", pool=None, pool_types=())
 
     def __init__(
         self,
@@ -114,29 +136,19 @@ class MLP(nn.Module):
                 f"got image_size={image_size}, hidden_sizes={tuple(hidden_sizes)}"
             )
         widths = [in_channels * image_size * image_size, *hidden_sizes]
-        self.num_features = widths[-1]
         self.pool = nn.AdaptiveAvgPool2d((image_size, image_size))
+        self.flatten = nn.Flatten(1)  # N x (C * image_size * image_size)
         self.hidden = nn.Sequential(
             *(
                 layer
                 for n_in, n_out in zip(widths[:-1], widths[1:], strict=True)
                 for layer in (nn.Linear(n_in, n_out), nn.ReLU(inplace=True))
             )
-        )
-        self.fc = nn.Linear(self.num_features, num_classes)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        x = torch.flatten(self.pool(x), 1)  # N x (C * image_size * image_size)
-        return self.hidden(x)  # N x hidden_sizes[-1]
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def forward_head(self, x: Tensor) -> Tensor:
-        return self.fc(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
+        )  # N x hidden_sizes[-1]
+        self.set_stages([], tail=("pool", "flatten", "hidden"))
+        self.num_classes = num_classes
+        self.num_features = self.head_hidden_size = widths[-1]
+        self.fc = linear_classifier(self.num_features, num_classes)
 
 
 register("lenet", LeNet5, paper=PAPER, activation="relu")

@@ -16,6 +16,13 @@ from torch import nn
 
 from cnnzoo.errors import check_choice
 from cnnzoo.models.common import STEMS
+from cnnzoo.models.features import (
+    FeatureStage,
+    HeadSpec,
+    ZooNet,
+    global_pool_layer,
+    linear_classifier,
+)
 from cnnzoo.models.registry import register
 
 __all__ = ["PreActBlock", "PreActBottleneck", "PreActResNet", "wide_resnet"]
@@ -98,7 +105,7 @@ BLOCKS: dict[str, type[PreActBlock | PreActBottleneck]] = {
 }
 
 
-class PreActResNet(nn.Module):
+class PreActResNet(ZooNet):
     """Stem conv, stages of pre-activation units (the first of each stage but the first strides
     by 2), final BN-ReLU, global average pool, linear classifier.
 
@@ -114,7 +121,13 @@ class PreActResNet(nn.Module):
     the CIFAR papers). The "small" stem is that one 3x3 conv; "imagenet" is a 7x7/2 conv and a
     3x3/2 max-pool with no BN-ReLU between them, as timm's pre-activation ResNetV2: the first
     unit's own pre-activation follows.
+
+    Feature stages: the stem conv, then every layer (strides 2, 4, 8, 16, 32 with the ImageNet
+    stem; 1, 1, 2, 4 with the small one on the three-stage CIFAR nets); the final BN-ReLU is
+    the trunk's norm (``forward_intermediates(norm=True)`` applies it to the last map).
     """
+
+    head_spec = HeadSpec(classifier="fc")
 
     def __init__(
         self,
@@ -141,27 +154,39 @@ class PreActResNet(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         block_cls = BLOCKS[block]
 
-        if stem == "imagenet":
+        imagenet = stem == "imagenet"
+        if imagenet:
             self.conv1 = _conv(in_channels, stem_width, 7, stride=2)
             self.maxpool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1)
         else:
             self.conv1 = _conv(in_channels, stem_width, 3)
             self.maxpool = nn.Identity()
 
+        # N x 16 x 32 x 32 after the stem (CIFAR, small stem) ... N x 640 x 8 x 8 after the last
+        # layer (WRN-28-10; N x 256 x 8 x 8 for ResNet-164)
+        stages = [FeatureStage(("conv1",), stem_width, 2 if imagenet else 1)]
+        stride = 4 if imagenet else 1  # layer1 reads the max-pooled stem
         channels = stem_width
         for i, (planes, depth) in enumerate(zip(widths, layers, strict=True)):
             blocks = []
             for j in range(depth):
-                stride = 2 if i > 0 and j == 0 else 1
-                blocks.append(block_cls(channels, planes, stride=stride, dropout=dropout))
+                block_stride = 2 if i > 0 and j == 0 else 1
+                blocks.append(block_cls(channels, planes, stride=block_stride, dropout=dropout))
                 channels = planes * block_cls.expansion
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+            stride *= 2 if i > 0 else 1
+            modules = ("maxpool", "layer1") if i == 0 else (f"layer{i + 1}",)
+            stages.append(FeatureStage(modules, channels, stride))
         self.num_stages = len(layers)
-        self.num_features = channels
+        self.num_classes = num_classes
+        self.num_features = self.head_hidden_size = channels
 
-        self.bn = nn.BatchNorm2d(channels)  # the final activation after the last addition
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(channels, num_classes)
+        # the final activation after the last addition
+        self.bn = nn.BatchNorm2d(channels)
+        self.act = nn.ReLU(inplace=True)
+        self.set_stages(stages, tail=("bn", "act"))
+        self.global_pool = global_pool_layer()
+        self.fc = linear_classifier(channels, num_classes)
         self._init_weights(zero_init_residual)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
@@ -171,7 +196,8 @@ class PreActResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        nn.init.zeros_(self.fc.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
         if zero_init_residual:  # after the loop above, which drew every conv
             for m in self.modules():
                 if isinstance(m, PreActBlock):
@@ -182,21 +208,6 @@ class PreActResNet(nn.Module):
     @property
     def stages(self) -> list[nn.Module]:
         return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.conv1(x))  # N x 16 x 32 x 32 (CIFAR, small stem)
-        for stage in self.stages:
-            x = stage(x)
-        return F.relu(self.bn(x))  # N x 640 x 8 x 8 (WRN-28-10); N x 256 x 8 x 8 (ResNet-164)
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.avgpool(x), 1))  # N x num_classes
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def wide_resnet(

@@ -9,21 +9,41 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from cnnzoo.models.common import stem_for
+from cnnzoo.models.features import ZooNet, feature_extractor
 
-__all__ = ["ModelSpec", "register", "get_spec", "create_model", "model_names", "specs"]
+__all__ = [
+    "ModelSpec",
+    "StateDict",
+    "create_model",
+    "get_spec",
+    "model_names",
+    "register",
+    "same_layout",
+    "specs",
+]
+
+StateDict = dict[str, Tensor]
+
+
+def same_layout(state: StateDict) -> StateDict:
+    """A torchvision state dict whose names are already the net's own."""
+    return state
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered variant: ``builder(**kwargs)`` builds it; ``paper`` names its source."""
+    """A registered variant: ``builder(**kwargs)`` builds it; ``paper`` names its source;
+    ``torchvision`` maps the state dict of torchvision's model of the same name onto this net's
+    (None: torchvision has none, so named weights such as ``IMAGENET1K_V1`` do not exist)."""
 
     name: str
     builder: Callable[..., nn.Module]
     kwargs: dict[str, Any] = field(default_factory=dict)
     paper: str = ""
+    torchvision: Callable[[StateDict], StateDict] | None = None
 
     @property
     def target(self) -> str:
@@ -67,11 +87,21 @@ _PUBLISHED = {
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, builder: Callable[..., nn.Module], *, paper: str, **kwargs: Any) -> None:
-    """Register ``name`` as ``builder(**kwargs)``. Refuses a name that is already taken."""
+def register(
+    name: str,
+    builder: Callable[..., nn.Module],
+    *,
+    paper: str,
+    torchvision: Callable[[StateDict], StateDict] | None = None,
+    **kwargs: Any,
+) -> None:
+    """Register ``name`` as ``builder(**kwargs)``; ``torchvision``: see ``ModelSpec``. Refuses a
+    name that is already taken."""
     if name in _REGISTRY:
         raise ValueError(f"model name {name!r} is already registered ({_REGISTRY[name].target})")
-    _REGISTRY[name] = ModelSpec(name=name, builder=builder, kwargs=dict(kwargs), paper=paper)
+    _REGISTRY[name] = ModelSpec(
+        name=name, builder=builder, kwargs=dict(kwargs), paper=paper, torchvision=torchvision
+    )
 
 
 def model_names() -> list[str]:
@@ -92,15 +122,37 @@ def get_spec(name: str) -> ModelSpec:
         ) from None
 
 
-def create_model(name: str, *, weights: str | None = None, **overrides: Any) -> nn.Module:
+def create_model(
+    name: str,
+    *,
+    weights: str | None = None,
+    global_pool: str | None = None,
+    features_only: bool = False,
+    out_indices: int | Sequence[int] | None = None,
+    **overrides: Any,
+) -> nn.Module:
     """Build a registered network, e.g. ``create_model("resnet18", num_classes=10)``.
 
-    ``weights``: pretrained weights to start from — a torchvision weights name
-    (``"IMAGENET1K_V1"``, ``"DEFAULT"``) or a local file (see ``cnnzoo.models.weights``).
+    - ``weights``: pretrained weights to start from — a torchvision weights name
+      (``"IMAGENET1K_V1"``, ``"DEFAULT"``) or a local file (see ``cnnzoo.models.weights``);
+    - ``num_classes=0``: no classifier, the net returns its pooled features; ``global_pool``:
+      the head's pooling (``reset_classifier``'s argument: ``avg``, ``max``, ``avgmax``,
+      ``catavgmax``, or ``""`` with ``num_classes=0`` for the unpooled map), as timm's;
+    - ``features_only=True``: the feature maps of the stages in ``out_indices`` (default all;
+      n: the last n), as ``timm.create_model(..., features_only=True)`` (see
+      ``cnnzoo.models.features``).
     """
     model = get_spec(name).build(**overrides)
     if weights is not None:
         from cnnzoo.models.weights import load_pretrained
 
         load_pretrained(model, name, weights)
+    if global_pool is not None:
+        if not isinstance(model, ZooNet):
+            raise ValueError(f"{name} has no global_pool (not one of the zoo's nets)")
+        model.reset_classifier(model.num_classes, global_pool)
+    if features_only:
+        return feature_extractor(model, out_indices)
+    if out_indices is not None:
+        raise ValueError("out_indices chooses the maps of features_only=True; set that as well")
     return model

@@ -18,7 +18,14 @@ from torch import nn
 
 from cnnzoo.errors import check_choice
 from cnnzoo.models.common import STEMS
-from cnnzoo.models.registry import register
+from cnnzoo.models.features import (
+    FeatureStage,
+    HeadSpec,
+    ZooNet,
+    global_pool_layer,
+    linear_classifier,
+)
+from cnnzoo.models.registry import register, same_layout
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "ZeroPadShortcut", "conv1x1", "conv3x3"]
 
@@ -131,9 +138,12 @@ def _shortcut(kind: str, in_channels: int, out_channels: int, stride: int) -> nn
     return nn.Sequential(conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels))
 
 
-class ResNet(nn.Module):
+class ResNet(ZooNet):
     """ResNet v1: stem, stages of residual blocks (the first of each stage but the first strides
     by 2), global average pool, linear classifier.
+
+    Feature stages (timm's): the stem before its max-pool (``relu``), then ``layer1``, … — at
+    strides 2, 4, 8, 16, 32 with the ImageNet stem, 1, 1, 2, 4, 8 with the small one.
 
     Init as the paper (§3.4, He et al. 2015 arXiv:1502.01852): Kaiming-normal (fan_out) convs,
     BN weight 1 bias 0, and with ``zero_init_residual`` the last BN of every residual branch
@@ -142,6 +152,8 @@ class ResNet(nn.Module):
     ``widths`` are the per-stage ``planes`` (block output is ``planes * expansion``);
     ``shortcut`` is "projection" (option B, torchvision) or "zero_pad" (option A, the CIFAR nets).
     """
+
+    head_spec = HeadSpec(classifier="fc")
 
     def __init__(
         self,
@@ -177,21 +189,34 @@ class ResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
 
+        # Feature stages: the stem before its max-pool, then every layer (N x 64 x 56 x 56 after
+        # the stem of ResNet-50 at 224 px ... N x 2048 x 7 x 7 after layer4; small stem, CIFAR's
+        # ResNet-20: N x 16 x 32 x 32 ... N x 64 x 8 x 8)
+        imagenet = stem == "imagenet"
+        stages = [FeatureStage(("conv1", "bn1", "relu"), widths[0], 2 if imagenet else 1)]
+        stride = 4 if imagenet else 1  # layer1 reads the max-pooled stem
         channels = widths[0]
         for i, (planes, depth) in enumerate(zip(widths, layers, strict=True)):
             blocks = []
             for j in range(depth):
-                stride = 2 if i > 0 and j == 0 else 1
+                block_stride = 2 if i > 0 and j == 0 else 1
                 out_channels = planes * block_cls.expansion
-                downsample = _shortcut(shortcut, channels, out_channels, stride)
-                blocks.append(make_block(channels, planes, stride=stride, downsample=downsample))
+                downsample = _shortcut(shortcut, channels, out_channels, block_stride)
+                blocks.append(
+                    make_block(channels, planes, stride=block_stride, downsample=downsample)
+                )
                 channels = out_channels
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))  # torchvision's names
+            stride *= 2 if i > 0 else 1
+            modules = ("maxpool", "layer1") if i == 0 else (f"layer{i + 1}",)
+            stages.append(FeatureStage(modules, channels, stride))
+        self.set_stages(stages)
         self.num_stages = len(layers)
-        self.num_features = channels
+        self.num_classes = num_classes
+        self.num_features = self.head_hidden_size = channels
 
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(self.num_features, num_classes)
+        self.global_pool = global_pool_layer()
+        self.fc = linear_classifier(self.num_features, num_classes)
         self._init_weights(zero_init_residual)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
@@ -213,22 +238,6 @@ class ResNet(nn.Module):
     def stages(self) -> list[nn.Module]:
         return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        # N x 64 x 56 x 56 (ResNet-50, 224 px, imagenet stem; small stem: N x 16 x 32 x 32 CIFAR)
-        for stage in self.stages:
-            x = stage(x)
-        return x  # N x 2048 x 7 x 7 (ResNet-50, 224 px); N x 64 x 8 x 8 (ResNet-20, 32 px)
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.avgpool(x), 1))  # N x num_classes
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 PAPER = "He et al. 2016, Deep Residual Learning, arXiv:1512.03385"
 
@@ -245,12 +254,13 @@ IMAGENET_RESNETS: dict[str, tuple[str, tuple[int, ...]]] = {
 CIFAR_RESNETS: dict[str, int] = {f"resnet{6 * n + 2}": n for n in (3, 5, 7, 9, 18)}
 
 for _name, (_block, _layers) in IMAGENET_RESNETS.items():
-    register(_name, ResNet, paper=PAPER, block=_block, layers=_layers)
+    register(_name, ResNet, paper=PAPER, torchvision=same_layout, block=_block, layers=_layers)
 register(
     "wide_resnet50_2",
     ResNet,
     paper="Zagoruyko & Komodakis 2016, Wide Residual Networks, arXiv:1605.07146 "
     "(torchvision's bottleneck version: inner 3x3 width doubled)",
+    torchvision=same_layout,
     block="bottleneck",
     layers=(3, 4, 6, 3),
     width_per_group=128,

@@ -29,7 +29,7 @@ import logging
 import os
 import pickle
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +39,11 @@ from timm.models import adapt_input_conv
 from torch import Tensor, nn
 
 from cnnzoo.errors import UserError
-from cnnzoo.models.convnext import CONVNEXTS, from_torchvision_state_dict
 from cnnzoo.models.googlenet import GoogLeNet
-from cnnzoo.models.resnet import IMAGENET_RESNETS
+from cnnzoo.models.registry import StateDict, get_spec, specs
 
 __all__ = [
     "FILE_SUFFIXES",
-    "TORCHVISION_TWINS",
     "fetch_torchvision_weights",
     "is_weights_file",
     "load_pretrained",
@@ -56,21 +54,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-StateDict = dict[str, Tensor]
-
 FILE_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors", ".bin")
-
-
-def _same_names(state: StateDict) -> StateDict:
-    return state
-
-
-# Registered nets with a torchvision model of the same name, and how its state dict maps onto ours.
-TORCHVISION_TWINS: dict[str, Callable[[StateDict], StateDict]] = {
-    **dict.fromkeys([*IMAGENET_RESNETS, "wide_resnet50_2", "alexnet", "googlenet"], _same_names),
-    **dict.fromkeys(["densenet121", "densenet169", "densenet201"], _same_names),
-    **dict.fromkeys(CONVNEXTS, from_torchvision_state_dict),
-}
 
 # torchvision's DenseNet files predate the ban on "." in module names: their dense layers hold
 # "norm.1", "conv.2", ... which torchvision's builder renames to "norm1", "conv2" on loading.
@@ -250,7 +234,7 @@ def _check_stem(model: nn.Module, state: StateDict, name: str, source: str, key:
 def load_pretrained(model: nn.Module, name: str, weights: str) -> None:
     """Load ``weights`` (a torchvision weights name or a local file) into the registered net
     ``name``, adapted to its input channels and classes (see the module's docstring)."""
-    twin = TORCHVISION_TWINS.get(name)
+    twin = get_spec(name).torchvision  # how torchvision's state dict maps onto this net's
     if is_weights_file(weights):
         state = _torchvision_renames(read_weights_file(weights))
         source = str(weights)
@@ -261,7 +245,7 @@ def load_pretrained(model: nn.Module, name: str, weights: str) -> None:
             f"counterpart to take named weights from: give a weights file "
             f"({'/'.join(FILE_SUFFIXES)}: a state dict, safetensors or a cnnzoo checkpoint). "
             f"Named torchvision weights (IMAGENET1K_V1, DEFAULT, ...) exist for "
-            f"{', '.join(sorted(TORCHVISION_TWINS))}"
+            f"{', '.join(spec.name for spec in specs() if spec.torchvision)}"
         )
     else:
         weights_enum = torchvision_weights(name, weights)
