@@ -10,7 +10,9 @@ equal torchvision's, so its state_dict loads directly.
 
 from __future__ import annotations
 
-from torch import nn
+from itertools import pairwise
+
+from torch import Tensor, nn
 
 from cnnzoo.errors import check_choice
 from cnnzoo.models.common import STEMS
@@ -85,15 +87,13 @@ class AlexNet(ZooNet):
             nn.MaxPool2d(kernel_size=3, stride=2),
         )
         # imagenet: N x 3 x 224 x 224 -> N x 256 x 6 x 6; small: N x 3 x 32 x 32 -> N x 256 x 7 x 7
-        # conv1 | pool1, conv2 | pool2, conv3 .. conv5 | pool5 (the small stem has no pool1)
-        ends, widths = (1, 4, 11, 12), (64, 192, 256, 256)
-        strides = (4, 8, 16, 32) if imagenet else (1, 1, 2, 4)
+        # stages: conv1 | pool1, conv2 | pool2, conv3 .. conv5 (each with its ReLU) | pool5
+        layers = pairwise((0, 2, 5, 12, 13))  # indices into features
+        strides = (4, 8, 16, 32) if imagenet else (1, 1, 2, 4)  # the small stem has no pool1
         self.set_stages(
             [
-                FeatureStage(tuple(f"features.{i}" for i in range(start, end + 1)), width, stride)
-                for start, end, width, stride in zip(
-                    (0, 2, 5, 12), ends, widths, strides, strict=True
-                )
+                FeatureStage(tuple(f"features.{i}" for i in range(*span)), width, stride)
+                for span, width, stride in zip(layers, (64, 192, 256, 256), strides, strict=True)
             ]
         )
         self.num_classes = num_classes
@@ -110,6 +110,13 @@ class AlexNet(ZooNet):
             nn.ReLU(inplace=True),
             linear_classifier(4096, num_classes),
         )
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)  # the stages' container, run whole (see ZooNet)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.flatten(self.avgpool(x))  # N x 9216 (small: N x 2304)
+        return self.classifier[:-1](x) if pre_logits else self.classifier(x)  # N x 4096 | classes
 
 
 register(

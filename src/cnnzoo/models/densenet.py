@@ -173,6 +173,9 @@ class DenseNet(ZooNet):
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)  # the stages' container, run whole (see ZooNet)
+
 
 _PAPER = "Huang et al. 2017, Densely Connected Convolutional Networks, arXiv:1608.06993"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from torch import nn
+from torch import Tensor, nn
 
 from cnnzoo.errors import check_choice
 from cnnzoo.models.features import FeatureStage, HeadSpec, ZooNet, linear_classifier
@@ -101,6 +101,13 @@ class LeNet5(ZooNet):
                 output=linear_classifier(84, num_classes),
             )
         )
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)  # the stages' container, run whole (see ZooNet)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.flatten(self.pool(x))  # N x 400
+        return self.classifier[:-1](x) if pre_logits else self.classifier(x)  # N x 84 | classes
 
 
 class MLP(ZooNet):
