@@ -238,6 +238,23 @@ def test_local_files_in_every_format_load_the_same_weights(tmp_path: Path) -> No
         assert torch.equal(loaded(x), source(x)), file
 
 
+@pytest.mark.parametrize("name", ["resnet20", "googlenet", "alexnet", "lenet"])
+def test_weights_into_a_net_without_classifier_leave_the_files_out(
+    name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # timm.create_model(name, pretrained=True, num_classes=0): the trunk's weights, no classifier
+    stem = {"stem": "small"} if name != "lenet" else {}
+    source = create_model(name, num_classes=10, **stem).eval()
+    torch.save(source.state_dict(), tmp_path / "net.pth")
+    with caplog.at_level(logging.INFO, logger="cnnzoo.models.weights"):
+        net = create_model(name, num_classes=0, weights=str(tmp_path / "net.pth"), **stem).eval()
+    assert "its classifier left out (num_classes=0)" in caplog.text
+    x = torch.randn(2, 3 if name != "lenet" else 1, 32, 32)
+    with torch.no_grad():
+        expected = source.forward_head(source.forward_features(x), pre_logits=True)
+        assert torch.equal(net(x), expected)
+
+
 def test_a_torchvision_convnext_file_is_renamed_to_our_layout(tmp_path: Path) -> None:
     state = fake_imagenet_weights("convnext_tiny")
     torch.save(state, tmp_path / "convnext_tiny.pth")

@@ -62,6 +62,29 @@ def test_the_readme_has_commands_to_check() -> None:
     assert len(readme_commands()) > 40
 
 
+def readme_python() -> list[str]:
+    """Every ``python`` code block of the README."""
+    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+
+
+@pytest.mark.parametrize("snippet", readme_python())
+def test_every_python_snippet_of_the_readme_runs_and_prints_what_it_says(
+    snippet: str,
+    trained: tuple[Path, dict],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    # a run the snippet names (logs/train/runs/<time>/...) is the shared short default run
+    run_dir, _ = trained
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet.replace("logs/train/runs/<time>", str(run_dir)), "README", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    said = [line.split("  # ")[1] for line in snippet.splitlines() if line.startswith("print(")
+            and "  # " in line]  # fmt: skip
+    assert all(expected in printed for expected in said), (said, printed)
+
+
 @pytest.mark.slow  # builds the wheel and runs each entry point once: ~2 minutes on 2 CPU cores
 def test_the_wheel_installed_alone_runs_every_entry_point_from_an_empty_folder(
     tmp_path: Path,

@@ -39,6 +39,7 @@ from timm.models import adapt_input_conv
 from torch import Tensor, nn
 
 from cnnzoo.errors import UserError
+from cnnzoo.models.features import ZooNet
 from cnnzoo.models.googlenet import GoogLeNet
 from cnnzoo.models.registry import StateDict, get_spec, specs
 
@@ -268,14 +269,17 @@ def load_pretrained(model: nn.Module, name: str, weights: str) -> None:
         if from_torchvision and rgb and not model.transform_input:
             model.transform_input = True
             notes.append("transform_input on (torchvision's GoogLeNet weights expect it)")
-    # every cnnzoo net has this method, which nn.Module's __getattr__ types as a Tensor or a module
-    classifier: nn.Linear = model.get_classifier()  # type: ignore[operator]
+    classifier = model.get_classifier() if isinstance(model, ZooNet) else None
+    num_classes = classifier.out_features if isinstance(classifier, nn.Linear) else 0
+    if isinstance(model, ZooNet) and not num_classes:  # built without a classifier
+        optional += (f"{model.head_spec.classifier}.",)
+        notes.append("its classifier left out (num_classes=0)")
     load_state_dict_adapted(
         model,
         state,
         name=name,
         source=source,
-        num_classes=classifier.out_features,
+        num_classes=num_classes,
         first_conv=first_conv,
         optional=optional,
         notes=notes,
