@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, ClassVar
 
 from timm.layers import SelectAdaptivePool2d
@@ -85,11 +84,6 @@ def linear_classifier(in_features: int, num_classes: int) -> nn.Module:
     return nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
 
 
-@cache
-def _split(path: str) -> tuple[str, ...]:
-    return tuple(path.split("."))
-
-
 class ZooNet(nn.Module):
     """A hand-built net with timm's model API (see the module's docstring).
 
@@ -123,7 +117,7 @@ class ZooNet(nn.Module):
         """The module (or method) at ``path``: from the modules' registries, which is ~8x faster
         than ``getattr`` through ``nn.Module.__getattr__`` (about 25 us a forward for LeNet)."""
         part: Any = self
-        for name in _split(path):
+        for name in path.split("."):
             modules = part._modules
             part = modules[name] if name in modules else getattr(part, name)
         return part
