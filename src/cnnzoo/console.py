@@ -104,3 +104,12 @@ def user_error_exit(error: UserError) -> None:
     """Print one error line and exit 1, as Hydra does for its own errors."""
     print(f"Error: {error}", file=sys.stderr)
     sys.exit(1)
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """A ``UserError`` raised before Hydra runs is printed as Hydra prints its own: one line."""
+    try:
+        yield
+    except UserError as error:
+        user_error_exit(error)
