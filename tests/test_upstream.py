@@ -455,7 +455,9 @@ class RecordMultirunEnd(Callback):
 
 def _multirun(tmp_path: Path, sweeper: str, *overrides: str) -> Any:
     """Hydra's multirun of a task that fails for ``x=1``, in this process, with a config that
-    names ``sweeper``, no logging set up and no change of working directory."""
+    names ``sweeper``, no logging set up and no change of working directory (through Hydra's
+    internal entry that ``hydra.main`` calls: should it move, run the same app by ``hydra.main``
+    in a subprocess)."""
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
     from hydra.core.global_hydra import GlobalHydra
