@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 import torch
-from cli import SHORT, error_message, run, start, stop, wait_for
-from conftest import QUIET, compose_config, run_training
+from cli import QUIET, SHORT, error_message, run, start, stop, wait_for
+from conftest import compose_config, run_training
 
-from cnnzoo.checkpoint import CheckpointSaveError, read_checkpoint, resume_checkpoint
+from cnnzoo.checkpoint import CheckpointSaveError, read_checkpoint
 from cnnzoo.errors import UserError, user_errors
 from cnnzoo.records import write_sweep_summary
+from cnnzoo.resume import plan_resume
 
 
 def summary(run_dir: Path) -> dict[str, Any]:
@@ -334,20 +335,18 @@ def test_eval_of_a_truncated_checkpoint_is_one_message(
 
 
 def test_resuming_from_an_unreadable_last_checkpoint_falls_back_to_the_newest_good_one(
-    good_checkpoint: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    good_checkpoint: Path, tmp_path: Path
 ) -> None:
     checkpoints = tmp_path / "run" / "checkpoints"
     checkpoints.mkdir(parents=True)
     (checkpoints / "best.ckpt").write_bytes(good_checkpoint.read_bytes())
     (checkpoints / "last.ckpt").write_bytes(good_checkpoint.read_bytes()[:5000])
-    (checkpoints / ".last.ckpt.1234.tmp").write_bytes(b"left by a kill")
-    found = resume_checkpoint(str(checkpoints / "last.ckpt"), tmp_path)
-    assert found == str(checkpoints / "best.ckpt")
-    assert "resuming instead from" in caplog.text
-    assert not (checkpoints / ".last.ckpt.1234.tmp").exists()
+    plan = plan_resume(str(checkpoints / "last.ckpt"), task_dir=tmp_path)
+    assert plan is not None and plan.checkpoint == checkpoints / "best.ckpt"
+    assert any("resuming instead from" in note for note in plan.notes)
     (checkpoints / "best.ckpt").unlink()
     with pytest.raises(UserError, match="cannot resume: .*last.ckpt cannot be read"):
-        resume_checkpoint(str(checkpoints / "last.ckpt"), tmp_path)
+        plan_resume(str(checkpoints / "last.ckpt"), task_dir=tmp_path)
 
 
 # --- sweeps ---------------------------------------------------------------------------------------

@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-from cli import SHORT, run
+from cli import SHORT, error_message, run
 from omegaconf import DictConfig, OmegaConf
 from wandb_records import run_info
 
-from cnnzoo.checkpoint import find_last_checkpoint, read_checkpoint, resume_checkpoint
+from cnnzoo.checkpoint import read_checkpoint
 from cnnzoo.errors import UserError
+from cnnzoo.resume import find_last_checkpoint, plan_resume
 
 
 def test_ckpt_path_last_continues_the_newest_run_in_its_own_dir(tmp_path: Path) -> None:
@@ -62,7 +63,7 @@ def test_ckpt_path_last_names_the_newest_run_and_fails_clearly_without_one(
     assert find_last_checkpoint(tmp_path / "other") is None
 
     with pytest.raises(UserError, match="ckpt_path=last: no run under"):
-        resume_checkpoint("last", tmp_path / "empty")
+        plan_resume("last", task_dir=tmp_path / "empty")
 
 
 def _csv_logger_node(save_dir: Path) -> DictConfig:
@@ -139,3 +140,100 @@ def test_a_resumed_tensorboard_log_continues_its_folder_from_the_checkpoints_ste
     events.Reload()
     shown = [(e.step, e.value) for e in events.Scalars("train/loss_step")]
     assert shown == [(step, 1.0) for step in range(6)] + [(6, 0.5), (7, 0.5)]
+
+
+# --- a resume that fails leaves the run as it was; one that starts takes the run's own settings ---
+
+
+def _record(run_dir: Path) -> dict[str, bytes]:
+    files = [run_dir / "summary.json", run_dir / "train.log", *(run_dir / ".hydra").glob("*")]
+    files += list((run_dir / "csv").rglob("*.csv"))
+    return {str(path.relative_to(run_dir)): path.read_bytes() for path in files}
+
+
+def test_a_resume_that_fails_its_checks_leaves_the_run_byte_identical_and_one_that_passes_takes_its_settings(  # noqa: E501
+    tmp_path: Path,
+) -> None:
+    args = [*SHORT, f"paths.log_dir={tmp_path}"]
+    run("train", *args, "model=resnet20", "+model.net.layers=[1,1,1]", "trainer.max_epochs=1")
+    (run_dir,) = (tmp_path / "debug" / "runs").iterdir()
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    before = _record(run_dir)
+
+    # another network, then another optimizer: one line naming what differs, exit 1
+    net = run("train", *args, f"ckpt_path={ckpt}", "model=lenet", check=False)
+    optimizer = run("train", *args, f"ckpt_path={ckpt}", "model/optimizer=sgd", check=False)
+
+    assert (
+        "its network differs from this run's (the checkpoint's is resnet20, this run's lenet"
+        in error_message(net)
+    )
+    assert "its optimizer is Adam, this run's is SGD" in error_message(optimizer)
+    assert "state_dict" not in net.stderr and len(net.stderr) < 2000
+    assert _record(run_dir) == before  # summary, config, logs: byte-identical
+    attempts = sorted((run_dir / "attempts").iterdir())
+    assert len(attempts) == 2
+    for attempt in attempts:  # each failed attempt has its own record
+        record = json.loads((attempt / "attempt.json").read_text())
+        assert record["status"] == "failed" and "cannot resume" in record["error"]
+        assert (attempt / ".hydra" / "config.yaml").is_file()
+
+    # without repeating model=: the run's own settings apply, the run continues in its dir
+    run("train", *args, f"ckpt_path={ckpt}", "trainer.max_epochs=2")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["resumed_from"] == str(ckpt)
+    config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    assert config.model.net.name == "resnet20" and list(config.model.net.layers) == [1, 1, 1]
+    assert config.trainer.max_epochs == 2
+    assert "its own settings apply unless overridden: " in (run_dir / "train.log").read_text()
+    assert read_checkpoint(ckpt)["epoch"] == 1
+
+
+def test_one_writer_per_run_dir(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import os
+    import socket
+
+    from cnnzoo.records import RunLock, RunLockedError
+
+    with RunLock(tmp_path):
+        with pytest.raises(RunLockedError, match=f"pid {os.getpid()} on {socket.gethostname()}"):
+            RunLock(tmp_path).acquire()
+    with RunLock(tmp_path):  # released cleanly: taken again without a word
+        pass
+    assert "taken over" not in caplog.text
+    # a holder killed with its lock held leaves its name in the file; the kernel freed the lock
+    (tmp_path / ".lock").write_text('{"pid": 999999, "host": "gone"}')
+    with RunLock(tmp_path):
+        pass
+    assert "last held by pid 999999 on gone, which is gone: taken over" in caplog.text
+
+
+def test_a_second_process_on_a_running_run_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    import subprocess
+
+    from cli import command, env
+
+    args = [*SHORT, f"paths.log_dir={tmp_path}"]
+    run("train", *args, "trainer.max_epochs=1")
+    (run_dir,) = (tmp_path / "debug" / "runs").iterdir()
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    first = subprocess.Popen(
+        command("train", *args, f"ckpt_path={ckpt}", "trainer.max_epochs=1000"),
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while str(first.pid) not in (run_dir / ".lock").read_text():
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.2)
+        second = run("train", *args, f"ckpt_path={ckpt}", "trainer.max_epochs=3", check=False)
+    finally:
+        first.terminate()
+        first.wait(timeout=60)
+    message = error_message(second)
+    assert f"{run_dir} is being written by pid {first.pid}" in message
+    with open(run_dir / "csv/version_0/metrics.csv", newline="") as f:
+        epochs = [row["epoch"] for row in csv.DictReader(f) if row["val/acc"]]
+    assert len(epochs) == len(set(epochs))  # no epoch logged twice

@@ -9,8 +9,7 @@
   a checkpoint's (or a run's saved) config outside an allowlist, so a shared file runs no code.
 - ``load_classifier`` rebuilds the ``ImageClassifier`` of a checkpoint: what eval, predict, export
   and the test at the end of training all use.
-- ``resume_checkpoint`` / ``run_dir_for`` decide what a resumed run reads and where it writes:
-  a resumed run continues in its own run directory.
+- Resuming (which checkpoint, which run dir) is decided in ``cnnzoo.resume``.
 """
 
 from __future__ import annotations
@@ -37,13 +36,10 @@ __all__ = [
     "CheckpointSaveError",
     "check_targets",
     "config_targets",
-    "epoch_and_step",
-    "find_last_checkpoint",
     "load_classifier",
     "read_checkpoint",
-    "resume_checkpoint",
+    "remove_stale_temp_files",
     "run_config",
-    "run_dir_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,6 +61,10 @@ class CheckpointSaveError(UserError):
     """A checkpoint could not be written (unwritable folder, full disk, ...)."""
 
 
+# Workaround: Lightning's save writes its temporary file in the system temp dir and swallows a
+# PermissionError (measured on lightning 2.6.6, fsspec 2026.9.0; tests/test_upstream.py::
+# test_lightnings_checkpoint_save_writes_its_temporary_file_in_the_system_temp_dir, ::
+# test_lightnings_checkpoint_save_swallows_a_permission_error)
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's torch checkpoint IO, with saves that are atomic in the destination folder.
 
@@ -104,6 +104,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             Path(path).unlink(missing_ok=True)
         else:
             super().remove_checkpoint(path)
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Remove the temporary files of saves whose process is gone (a kill mid-save), never a
+    live process's in-flight save. Returns what was removed."""
+    removed = []
+    for temp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        owner = temp.name.removesuffix(TEMP_SUFFIX).rsplit(".", 1)[-1]
+        if owner.isdigit() and _alive(int(owner)):
+            continue
+        temp.unlink(missing_ok=True)
+        removed.append(temp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -211,93 +234,3 @@ def run_config(ckpt_path: str | Path, trusted: Sequence[str] = ()) -> DictConfig
     config = cast(DictConfig, OmegaConf.load(saved))
     check_targets(OmegaConf.to_container(config.get("data") or {}), source=saved, trusted=trusted)
     return config
-
-
-# --- resuming -----------------------------------------------------------------------------------
-
-
-def _checkpoints(folder: Path) -> list[Path]:
-    return [p for p in folder.glob("*.ckpt") if not p.name.startswith(".")]
-
-
-def find_last_checkpoint(task_dir: str | Path) -> Path | None:
-    """The newest ``last.ckpt`` of the runs (and multirun jobs) under ``logs/<task_name>``."""
-    task_dir = Path(task_dir)
-    found = [
-        *task_dir.glob("runs/*/checkpoints/last.ckpt"),
-        *task_dir.glob("multiruns/*/*/checkpoints/last.ckpt"),
-    ]
-    return max(found, key=lambda path: path.stat().st_mtime, default=None)
-
-
-def run_dir_for(ckpt_path: str | None, task_dir: str, fresh: str, train: bool = True) -> str:
-    """The directory a run writes to (the ``hydra.run.dir`` resolver): resuming training from a
-    checkpoint of a cnnzoo run (``last`` or ``<run>/checkpoints/<file>``) continues that run's
-    directory — its checkpoints, logs, summary and W&B run; anything else gets ``fresh``."""
-    if ckpt_path is None or not train:
-        return fresh
-    ckpt = find_last_checkpoint(task_dir) if str(ckpt_path) == "last" else Path(ckpt_path)
-    if ckpt is None:
-        return fresh
-    run_dir = ckpt.parent.parent
-    return str(run_dir) if (run_dir / ".hydra").is_dir() else fresh
-
-
-def epoch_and_step(path: str | Path, trusted: Sequence[str] = ()) -> tuple[int, int]:
-    """The (epoch, global step) a checkpoint was saved at."""
-    checkpoint = read_checkpoint(path, trusted)
-    return int(checkpoint.get("epoch", -1)), int(checkpoint.get("global_step", -1))
-
-
-def resume_checkpoint(
-    ckpt_path: str | None, task_dir: str | Path, trusted: Sequence[str] = ()
-) -> str | None:
-    """The checkpoint ``trainer.fit`` resumes from, for ``ckpt_path`` = a file, ``last`` or None.
-
-    A file that cannot be read (truncated by a kill, empty) is replaced by the newest readable
-    checkpoint of the same run, with a warning; with none, one message names the file. Temporary
-    files of interrupted saves are removed. ``trusted``: the ``_target_`` prefixes the
-    checkpoints may name beyond cnnzoo's own (the resuming run's own config's).
-    """
-    if ckpt_path is None:
-        return None
-    if str(ckpt_path) == "last":
-        found = find_last_checkpoint(task_dir)
-        if found is None:
-            raise UserError(
-                f"ckpt_path=last: no run under {task_dir} has checkpoints/last.ckpt; "
-                "give a checkpoint file instead (ckpt_path=<run>/checkpoints/last.ckpt)"
-            )
-        log.info("ckpt_path=last: resuming from %s", found)
-        path = found
-    else:
-        path = Path(ckpt_path)
-        if not path.is_file():
-            raise UserError(f"ckpt_path={ckpt_path}: no such checkpoint file (or `last`)")
-    for stale in path.parent.glob(f".*{TEMP_SUFFIX}"):
-        stale.unlink(missing_ok=True)
-    try:
-        read_checkpoint(path, trusted)
-        return str(path)
-    except UserError as error:
-        problem = error
-    readable = []
-    for other in _checkpoints(path.parent):
-        if other == path:
-            continue
-        try:
-            readable.append((epoch_and_step(other, trusted), other))
-        except UserError:
-            continue
-    if not readable:
-        raise UserError(f"cannot resume: {problem}")
-    (epoch, step), fallback = max(readable)
-    log.warning(
-        "%s; resuming instead from %s (epoch %d, step %d), the newest readable checkpoint "
-        "of the run",
-        problem,
-        fallback,
-        epoch,
-        step,
-    )
-    return str(fallback)

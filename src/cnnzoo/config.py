@@ -6,8 +6,6 @@
 - ``${stem_for:<image size>}`` picks a network stem from the image size: ``small`` (3x3 stride-1,
   no max-pool) for images of at most 64 pixels a side, ``imagenet`` (the paper's stride-4 stem)
   above.
-- ``${run_dir:<ckpt_path>,<task dir>,<fresh dir>,<train>}`` is a run's output directory: the
-  resumed run's own when training resumes from a checkpoint of a cnnzoo run.
 """
 
 from __future__ import annotations
@@ -75,12 +73,9 @@ def _datamodule(name: str, *, _root_: DictConfig) -> Any:
 
 
 def register_resolvers() -> None:
-    from cnnzoo.checkpoint import run_dir_for
-
     for name, resolver in (
         ("datamodule", _datamodule),
         ("stem_for", stem_for),
-        ("run_dir", run_dir_for),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from hydra.errors import CompactHydraException
 
-__all__ = ["UserError", "as_user_error", "check_choice", "user_errors"]
+__all__ = ["ConfigValueError", "UserError", "as_user_error", "check_choice", "user_errors"]
 
 
 class UserError(CompactHydraException):
@@ -28,49 +27,62 @@ def check_choice(name: str, value: str, choices: Iterable[str]) -> str:
     return value
 
 
-def as_user_error(error: BaseException) -> UserError | None:
-    """The one-line error for a failure the user's input caused, or None for anything else.
+class ConfigValueError(UserError):
+    """A value the config gave a constructor was refused: ``model.net: stem='x' is not one of…``.
 
-    - a ``UserError`` anywhere in the chain (OmegaConf wraps one raised in a resolver);
-    - a bad value or argument refused by a constructor the config names: Hydra wraps the
-      ``ValueError``/``TypeError`` in an ``InstantiationException`` (several, when one target
-      builds another); the message names the config key, e.g. ``model.net: stem='x' is not one
-      of: imagenet, small``.
+    ``key`` is the config node whose constructor refused it (``model.net``), ``reason`` the
+    constructor's own ``ValueError``/``TypeError``.
     """
-    from hydra.errors import InstantiationException
 
+    def __init__(self, key: str, reason: BaseException) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+def _chain(error: BaseException) -> list[BaseException]:
     chain: list[BaseException] = []
     current: BaseException | None = error
     while current is not None and current not in chain:
         chain.append(current)
         current = current.__cause__ or current.__context__
+    return chain
+
+
+def as_user_error(error: BaseException, key: str | None = None) -> UserError | None:
+    """The one-line error for a failure the user's input caused, or None for anything else.
+
+    Recognised by type: a ``UserError`` anywhere in the chain (OmegaConf wraps one raised in a
+    resolver; a ``ConfigValueError`` of a node built inside ``key`` gets ``key.`` in front); with
+    ``key`` (the config node being built), a constructor's ``ValueError``/``TypeError`` that
+    Hydra's ``InstantiationException`` wraps.
+    """
+    from hydra.errors import InstantiationException
+
+    chain = _chain(error)
     for link in chain:
+        if isinstance(link, ConfigValueError):
+            return ConfigValueError(f"{key}.{link.key}", link.reason) if key else link
         if isinstance(link, UserError):
             return link
-    keys = []
+    if key is None or not any(isinstance(link, InstantiationException) for link in chain):
+        return None
     for link in chain:
-        if isinstance(link, InstantiationException):
-            match = re.search(r"^full_key: (\S+)$", str(link), flags=re.M)
-            if match and match.group(1) not in keys:
-                keys.append(match.group(1))
-            continue
-        if isinstance(link, (ValueError, TypeError)) and keys:
-            # outer to inner: `model` building its `net` is model.net
-            key = keys[0]
-            for inner in keys[1:]:
-                key = inner if inner.startswith(key) else f"{key}.{inner}"
-            return UserError(f"{key}: {link}")
-        break
+        if isinstance(link, (ValueError, TypeError)) and not isinstance(
+            link, InstantiationException
+        ):
+            return ConfigValueError(key, link)
     return None
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Re-raise a failure the user's input caused as its one-line ``UserError``."""
+def user_errors(key: str | None = None) -> Iterator[None]:
+    """Re-raise a failure the user's input caused as its one-line ``UserError``; ``key``: the
+    config node built inside (``with user_errors("model"): instantiate(cfg.model)``)."""
     try:
         yield
     except Exception as error:
-        user_error = as_user_error(error)
+        user_error = as_user_error(error, key)
         if user_error is not None and user_error is not error:
             raise user_error from error
         raise

@@ -11,18 +11,19 @@ reads the ``summary.json`` it wrote, records a failure and goes on to the next j
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
 from typing import Any
 
-import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_original_cwd, to_absolute_path
+from omegaconf import DictConfig
 
-from cnnzoo.records import read_job_summary
+from cnnzoo.records import Status, override_key, read_job_summary
+from cnnzoo.resume import split_command_line
 
 __all__ = ["job_command", "needs_own_process", "run_job_in_child"]
 
@@ -37,36 +38,42 @@ _SWEEP_ONLY = (
     "hydra.sweep.dir",
     "hydra.job.name",
 )
-# Hydra's flags that take a value as the next argument
-_FLAGS_WITH_VALUE = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir"}
 
 
-def needs_own_process(trainer: L.Trainer) -> bool:
-    """Whether this multirun job's trainer would start processes (DDP ranks) by itself."""
+# Replaces building a Trainer to count its processes: Lightning's reading of `devices`, checked
+# against it (lightning 2.6.6; tests/test_upstream.py::
+# test_lightning_counts_a_trainers_processes_as_launch_does)
+def _device_count(trainer: DictConfig) -> int:
+    """How many devices per node ``trainer.devices`` asks for (Lightning's meaning of it)."""
+    devices = trainer.get("devices", "auto")
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if isinstance(devices, int) and devices >= 0:
+        return devices
+    if not isinstance(devices, (int, str)):
+        return len(devices)  # a list of device indices
+    if isinstance(devices, str) and "," in devices:
+        return len([d for d in devices.split(",") if d.strip()])
+    if str(devices) not in ("auto", "-1"):
+        return int(devices)
+    if accelerator == "cpu":
+        return 1
+    import torch
+
+    return max(torch.cuda.device_count(), 1)  # "auto" and -1: every GPU, or the CPU
+
+
+def needs_own_process(trainer: DictConfig) -> bool:
+    """Whether this multirun job's trainer (its config) would start processes by itself: more
+    than one device per node or several nodes, with no launcher (torchrun, SLURM's srun) that
+    started the ranks already — Lightning's own environment checks."""
     hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
     if hydra_cfg is None or hydra_cfg.mode != RunMode.MULTIRUN:
         return False
-    environment = getattr(trainer.strategy, "cluster_environment", None)
-    return (
-        trainer.world_size > 1
-        and environment is not None
-        and not environment.creates_processes_externally
-    )
+    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
-
-def _command_flags(argv: Sequence[str]) -> list[str]:
-    """The flags that choose the config (``--config-dir d``, ``-cn x``...), without ``-m``."""
-    flags, keep_next = [], False
-    for arg in argv:
-        if keep_next:
-            flags.append(arg)
-            keep_next = False
-        elif arg in _FLAGS_WITH_VALUE:
-            flags.append(arg)
-            keep_next = True
-        elif arg.startswith("-") and arg not in ("-m", "--multirun"):
-            flags.append(arg)
-    return flags
+    if "LOCAL_RANK" in os.environ or TorchElasticEnvironment.detect() or SLURMEnvironment.detect():
+        return False
+    return _device_count(trainer) * int(trainer.get("num_nodes", 1)) > 1
 
 
 def job_command() -> list[str]:
@@ -82,11 +89,12 @@ def job_command() -> list[str]:
     hydra_overrides = [
         override
         for override in hydra_cfg.overrides.hydra
-        if not override.lstrip("+~").startswith(_SWEEP_ONLY)
+        if not override_key(override).startswith(_SWEEP_ONLY)
     ]
     return [
         *command,
-        *_command_flags(sys.argv[1:]),
+        # the flags that choose the config (--config-dir d, -cn x...), without -m
+        *(f for f in split_command_line(sys.argv[1:])[0] if f not in ("-m", "--multirun")),
         *hydra_cfg.overrides.task,
         *hydra_overrides,
         f"hydra.run.dir={hydra_cfg.runtime.output_dir}",
@@ -98,6 +106,9 @@ def job_command() -> list[str]:
     ]
 
 
+# Workaround: Lightning's DDP observer SIGKILLs the process that launched a failed rank
+# (measured on lightning 2.6.6; tests/test_upstream.py::
+# test_lightnings_ddp_observer_sigkills_the_process_that_launched_a_failed_rank)
 def run_job_in_child() -> dict[str, Any]:
     """Run this job as a child process; return the record it wrote in ``summary.json``.
 
@@ -119,8 +130,8 @@ def run_job_in_child() -> dict[str, Any]:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     record = read_job_summary(output_dir) or {}
-    if code != 0 and record.get("status") in (None, "running", "completed"):
+    if code != 0 and record.get("status") in (None, Status.RUNNING, Status.COMPLETED):
         how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
-        record.update(status="failed", error=f"the job's process {how}")
+        record.update(status=Status.FAILED, error=f"the job's process {how}")
     record["exit_code"] = code
     return record

@@ -1,4 +1,10 @@
-"""Train (and test) a classifier: ``python train.py model=resnet18 data=cifar10 …``."""
+"""Train (and test) a classifier: ``python train.py model=resnet18 data=cifar10 …``.
+
+The run's story in one place: resume decided once (``cnnzoo.resume``), every check made before
+the run dir is touched (``RunAttempt.start``), one outcome recorded however the job ends.
+Heavy libraries are imported inside the functions that use them, so that ``--help`` and
+``--cfg job`` print without loading torch.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +12,40 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import hydra
-import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnzoo import console
-from cnnzoo.callbacks.dashboard import tracker_links
-from cnnzoo.callbacks.interrupt_checkpoint import interrupt_exit_code
-from cnnzoo.checkpoint import config_targets, epoch_and_step, load_classifier, resume_checkpoint
-from cnnzoo.config import CONFIG_PATH, validate
-from cnnzoo.errors import UserError, as_user_error
-from cnnzoo.launch import needs_own_process, run_job_in_child
-from cnnzoo.records import write_job_summary, write_sweep_summary
-from cnnzoo.trackers import finish_wandb_run, instantiate_callbacks, instantiate_loggers
+from cnnzoo.config import CONFIG_PATH
+from cnnzoo.errors import UserError, as_user_error, user_errors
+from cnnzoo.records import (
+    ATTEMPTS_DIR,
+    Outcome,
+    RunAttempt,
+    Status,
+    outcome_of,
+    read_job_summary,
+    write_sweep_summary,
+)
+from cnnzoo.resume import (
+    ResumePlan,
+    check_resumable,
+    newest_checkpoint,
+    plan_resume,
+    planned,
+    rewrite_command_line,
+)
+
+if TYPE_CHECKING:
+    import lightning as L
+
+    from cnnzoo.module import ImageClassifier
 
 __all__ = ["main", "train"]
 
@@ -41,6 +59,8 @@ def _metrics(trainer: L.Trainer) -> dict[str, float]:
 def _checkpoints(trainer: L.Trainer) -> tuple[str | None, str | None]:
     """(best, last): the file of the checkpoint callback that monitors a metric, and of the one
     that keeps the newest epoch (cnnzoo's default callbacks: best.ckpt and last.ckpt)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
     best = last = None
     for callback in trainer.checkpoint_callbacks:
         if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
@@ -51,12 +71,12 @@ def _checkpoints(trainer: L.Trainer) -> tuple[str | None, str | None]:
     return best, last
 
 
-def check_monitors(trainer: L.Trainer, model: L.LightningModule) -> None:
+def check_monitors(callbacks: Sequence[L.Callback], model: L.LightningModule) -> None:
     """A callback monitoring a metric nobody logs fails before training, not after an epoch."""
     logged = set(getattr(model, "metric_names", ()))
-    for callback in trainer.callbacks:  # type: ignore[attr-defined]  # set at runtime
+    for callback in callbacks:
         logged |= set(getattr(callback, "metric_names", ()))
-    for callback in trainer.callbacks:  # type: ignore[attr-defined]  # set at runtime
+    for callback in callbacks:
         monitor = getattr(callback, "monitor", None)
         if not logged or monitor is None or monitor in logged:
             continue
@@ -66,10 +86,12 @@ def check_monitors(trainer: L.Trainer, model: L.LightningModule) -> None:
         )
 
 
-def check_input_fits(model: L.LightningModule, datamodule: L.LightningDataModule) -> None:
+def check_input_fits(model: L.LightningModule) -> None:
     """One image through the network before training: a net that needs larger images (timm's
     and torchvision's ImageNet stems on 28 px digits, AlexNet's ImageNet stem) says so in one
     message with the fix."""
+    import torch
+
     example = getattr(model, "example_input_array", None)
     if example is None:
         return
@@ -93,6 +115,8 @@ def check_input_fits(model: L.LightningModule, datamodule: L.LightningDataModule
 
 def _own_targets(cfg: DictConfig) -> list[str]:
     """The ``_target_``s of the model config this run was given (the user's own, so trusted)."""
+    from cnnzoo.checkpoint import config_targets
+
     return [target for _, target in config_targets(OmegaConf.to_container(cfg.model))]
 
 
@@ -106,45 +130,96 @@ def _raise_if_pruned(trainer: L.Trainer) -> None:
         raise optuna.TrialPruned(reason)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def _resume_plan(cfg: DictConfig, trusted: Sequence[str]) -> ResumePlan | None:
+    """The plan made before Hydra composed (``resume_command_line``), or made now: a multirun
+    job's ``last`` is its own dir's checkpoint."""
+    ckpt_path = cfg.get("ckpt_path")
+    if not cfg.get("train") or ckpt_path is None:
+        return None
+    plan = planned(ckpt_path)
+    if plan is not None:
+        return plan
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    return plan_resume(
+        ckpt_path,
+        task_dir=Path(cfg.paths.log_dir) / cfg.task_name,
+        job_dir=cfg.paths.output_dir if multirun else None,
+        trusted=trusted,
+    )
+
+
+def train(cfg: DictConfig, attempt: RunAttempt | None = None) -> dict[str, Any]:
     """Instantiate the datamodule, model, callbacks, loggers and trainer from ``cfg``; fit; test
     the best checkpoint (reloaded from its file, as eval.py reloads it).
 
-    Returns the run's record: final metrics and checkpoint paths.
+    Everything that can be checked is checked before ``attempt.start()`` writes to the run dir:
+    the values, the checkpoint against this run's network and optimizer, the monitors, the input
+    size, the run dir's lock. Returns the run's record: final metrics and checkpoint paths.
     """
+    import lightning as L
+    from hydra.utils import instantiate
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from cnnzoo.config import validate
+    from cnnzoo.trackers import finish_wandb_run, instantiate_callbacks, instantiate_loggers
+
     validate(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    task_dir = Path(cfg.paths.log_dir) / cfg.task_name
     run_dir = Path(cfg.paths.output_dir)
+    own_attempt = attempt is None
+    writer = rank_zero_only.rank == 0  # type: ignore[attr-defined]  # set at runtime
+    attempt = attempt or RunAttempt(run_dir, writer=writer)
     trusted = _own_targets(cfg)
-    ckpt_path = (
-        resume_checkpoint(cfg.get("ckpt_path"), task_dir, trusted) if cfg.get("train") else None
-    )
+    plan = _resume_plan(cfg, trusted)
+    for note in plan.notes if plan else ():
+        log.info(note)
 
     log.info("Instantiating datamodule <%s>", cfg.data._target_)
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    with user_errors("data"):
+        datamodule: L.LightningDataModule = instantiate(cfg.data)
     log.info("Instantiating model <%s>", cfg.model.net.get("name") or cfg.model.net._target_)
-    model: L.LightningModule = instantiate(cfg.model, _recursive_=False, _convert_="all")
-    # resuming in the checkpoint's own run dir: the CSV and TensorBoard logs continue too
-    resume_step = None
-    if ckpt_path and Path(ckpt_path).resolve().parent.parent == run_dir.resolve():
-        resume_step = epoch_and_step(ckpt_path, trusted)[1]
-    loggers = instantiate_loggers(cfg.get("logger"), run_dir=run_dir, resume_step=resume_step)
-    callbacks = instantiate_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    check_monitors(trainer, model)
-    check_input_fits(model, datamodule)
-    for logger in trainer.loggers:
-        logger.log_hyperparams(cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)))
+    with user_errors("model"):
+        model: L.LightningModule = instantiate(cfg.model, _recursive_=False, _convert_="all")
+    if plan is not None:
+        start = time.perf_counter()
+        check_resumable(plan, cast("ImageClassifier", model))
+        log.info(
+            "Resuming from %s (epoch %d, step %d; checked in %.2f s)",
+            plan.checkpoint,
+            plan.epoch,
+            plan.step,
+            time.perf_counter() - start,
+        )
+    with user_errors("callbacks"):
+        callbacks = instantiate_callbacks(cfg.get("callbacks"), has_logger=bool(cfg.get("logger")))
+    check_monitors(callbacks, model)
+    check_input_fits(model)
 
     try:
-        record = _fit_and_test(cfg, trainer, model, datamodule, ckpt_path)
-    except BaseException:
-        finish_wandb_run(failed=True)
-        raise
-    finish_wandb_run(failed=False)
-    return record
+        attempt.start()  # from here on, the run dir is this run's
+        # resuming in the checkpoint's own run dir: the CSV and TensorBoard logs continue too
+        resume_step = plan.step if plan is not None and plan.continues(run_dir) else None
+        with user_errors("logger"):
+            loggers = instantiate_loggers(
+                cfg.get("logger"), run_dir=run_dir, resume_step=resume_step
+            )
+        with user_errors("trainer"):
+            trainer: L.Trainer = instantiate(
+                cfg.trainer, callbacks=callbacks, logger=loggers or False
+            )
+        for logger in trainer.loggers:
+            logger.log_hyperparams(cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)))
+        try:
+            record = _fit_and_test(cfg, trainer, model, datamodule, plan)
+        except BaseException:
+            finish_wandb_run(failed=True)
+            raise
+        finish_wandb_run(failed=False)
+        return record
+    finally:
+        if own_attempt:
+            attempt.close()
 
 
 def _fit_and_test(
@@ -152,9 +227,13 @@ def _fit_and_test(
     trainer: L.Trainer,
     model: L.LightningModule,
     datamodule: L.LightningDataModule,
-    ckpt_path: str | None,
+    plan: ResumePlan | None,
 ) -> dict[str, Any]:
+    from cnnzoo.callbacks.dashboard import tracker_links
+    from cnnzoo.checkpoint import load_classifier
+
     record: dict[str, Any] = {"output_dir": cfg.paths.output_dir}
+    ckpt_path = None if plan is None else str(plan.checkpoint)
     if ckpt_path:
         record["resumed_from"] = ckpt_path
     start = time.perf_counter()
@@ -187,56 +266,110 @@ def _fit_and_test(
     return record
 
 
+def _attempt_dir(hydra_cfg: Any) -> Path | None:
+    """Where Hydra wrote this attempt's record, when it is a resume's (``attempts/<time>``)."""
+    subdir = hydra_cfg.output_subdir
+    if subdir is None or not str(subdir).startswith(f"{ATTEMPTS_DIR}/"):
+        return None
+    return Path(hydra_cfg.runtime.output_dir) / Path(str(subdir)).parent
+
+
+def _same_job(recorded: Sequence[str], overrides: Sequence[str]) -> bool:
+    def job(items: Sequence[str]) -> set[str]:
+        return {o for o in items if not o.startswith("ckpt_path=")}
+
+    return job(recorded) == job(overrides)
+
+
+def _rerun_sweep_job(cfg: DictConfig, job_dir: Path, overrides: list[str]) -> dict[str, Any] | None:
+    """A sweep run again in its own ``hydra.sweep.dir`` (or a job requeued): a job that
+    completed there is skipped (its record returned); one that was interrupted resumes from its
+    own checkpoint (``ckpt_path=last``, which in a multirun means the job's own dir)."""
+    previous = read_job_summary(job_dir)
+    if previous is None:
+        return None
+    if not _same_job(previous.get("overrides", []), overrides):
+        raise UserError(
+            f"{job_dir} holds another job's run ({' '.join(previous.get('overrides', []))}): "
+            "rerun a sweep with the same overrides, or give it a new hydra.sweep.dir"
+        )
+    status = previous.get("status")
+    if status == Status.COMPLETED:
+        log.info("Job %s completed in an earlier run of this sweep: skipped", job_dir.name)
+        return previous
+    if status in (Status.INTERRUPTED, Status.RUNNING) and cfg.get("ckpt_path") is None:
+        found = newest_checkpoint(job_dir)
+        if found is not None:
+            log.info(
+                "Job %s was %s in an earlier run of this sweep: resuming it from its own %s",
+                job_dir.name,
+                "interrupted" if status == Status.INTERRUPTED else "stopped",
+                found.name,
+            )
+            with open_dict(cfg):
+                cfg.ckpt_path = "last"
+    return None
+
+
 def _run(cfg: DictConfig) -> float | None:
-    """The Hydra task: train, record the job (also when it fails), return the optimised metric."""
+    """The Hydra task: train, record the job however it ends, return the optimised metric."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from cnnzoo.launch import needs_own_process, run_job_in_child
+
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = list(hydra_cfg.overrides.task)
     if multirun:
-        with console.quietly("lightning.pytorch.utilities.rank_zero"):
-            own_process = needs_own_process(instantiate(cfg.trainer, logger=False))
-    if multirun and own_process:
-        record = run_job_in_child()
-        write_sweep_summary(hydra_cfg.sweep.dir)
-        return _outcome(cfg, record)
-    record = {"overrides": list(hydra_cfg.overrides.task), "status": "running"}
-    exit_code = None
+        done = _rerun_sweep_job(cfg, output_dir, overrides)
+        if done is not None:
+            write_sweep_summary(hydra_cfg.sweep.dir)
+            return _result(cfg, done)
+        if needs_own_process(cfg.trainer):
+            child = run_job_in_child()
+            write_sweep_summary(hydra_cfg.sweep.dir)
+            return _result(cfg, child)
+    writer = rank_zero_only.rank == 0  # type: ignore[attr-defined]  # set at runtime
+    attempt = RunAttempt(output_dir, _attempt_dir(hydra_cfg), writer=writer)
+    record: dict[str, Any] = {"overrides": overrides, "status": Status.RUNNING}
+    error: BaseException | None = None
     try:
-        record.update(train(cfg), status="completed")
-    except BaseException as error:
-        exit_code = interrupt_exit_code(error)
-        user_error = as_user_error(error)
-        # an Optuna search stops a hopeless trial early by raising optuna.TrialPruned
-        pruned = type(error).__name__ == "TrialPruned"
-        status = "interrupted" if exit_code else "pruned" if pruned else "failed"
-        reason = user_error or error
-        record.update(status=status, error=f"{type(reason).__name__}: {reason}")
-        if exit_code:
-            record["error"] = f"interrupted by {'SIGTERM' if exit_code == 143 else 'Ctrl-C'}"
-        elif user_error is not None and user_error is not error:
-            raise user_error from error
-        raise
-    finally:
-        if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set at runtime
-            write_job_summary(hydra_cfg.runtime.output_dir, record)
+        record.update(train(cfg, attempt))
+        outcome = Outcome(Status.COMPLETED)
+    except BaseException as caught:
+        error = caught
+        user_error = as_user_error(caught)
+        outcome = outcome_of(user_error or caught)
+    record.update(outcome.fields)
+    try:
+        if writer:
+            attempt.write_record(record)
             if multirun:
                 write_sweep_summary(hydra_cfg.sweep.dir)
-        if exit_code:
-            # 130 / 143, as shells report a process ended by SIGINT / SIGTERM; a sweep stops too
-            sys.exit(exit_code)
-    return _outcome(cfg, record)
+    finally:
+        attempt.close()
+    if error is None:
+        return _result(cfg, record)
+    if outcome.status == Status.INTERRUPTED:
+        # 130 / 143, as shells report a process ended by SIGINT / SIGTERM; a sweep stops too
+        sys.exit(outcome.exit_code)
+    if user_error is not None and user_error is not error:
+        raise user_error from error
+    raise error
 
 
-def _outcome(cfg: DictConfig, record: dict[str, Any]) -> float | None:
-    """The job's optimised metric; a job run in a child process that failed fails here too."""
+def _result(cfg: DictConfig, record: dict[str, Any]) -> float | None:
+    """The job's optimised metric; a job recorded as failed (in a child process) fails here."""
     status = record.get("status")
-    if status == "pruned":
+    if status == Status.PRUNED:
         import optuna
 
         raise optuna.TrialPruned(record.get("error", ""))
-    if status != "completed":
-        if record.get("exit_code") in (130, 143):
+    if status != Status.COMPLETED:
+        if status == Status.INTERRUPTED and record.get("exit_code"):
             sys.exit(record["exit_code"])
-        raise UserError(f"the job failed: {record.get('error', 'no record was written')}")
+        raise UserError(f"the job failed: {record.get('error') or 'no record was written'}")
     metric = cfg.get("optimized_metric")
     metrics = record.get("metrics", {})
     if metric and metric not in metrics:
@@ -246,6 +379,8 @@ def _outcome(cfg: DictConfig, record: dict[str, Any]) -> float | None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def _main(cfg: DictConfig) -> float | None:
+    import torch
+
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "highest"))
     return _run(cfg)
 
@@ -253,6 +388,8 @@ def _main(cfg: DictConfig) -> float | None:
 def main() -> None:
     console.prepare_command_line()
     console.quiet_third_party_messages()
+    with console.one_line_errors():
+        rewrite_command_line()
     _main()
 
 

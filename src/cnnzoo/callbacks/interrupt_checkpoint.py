@@ -6,29 +6,17 @@ import logging
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-__all__ = ["InterruptCheckpoint", "interrupt_exit_code"]
+from cnnzoo.records import Status, outcome_of
+
+__all__ = ["InterruptCheckpoint"]
 
 log = logging.getLogger(__name__)
 
-# what shells report for a process ended by SIGINT / SIGTERM
-SIGINT_EXIT, SIGTERM_EXIT = 130, 143
 
-
-def interrupt_exit_code(error: BaseException) -> int | None:
-    """130 for Ctrl-C, 143 for SIGTERM, None for anything else.
-
-    Lightning turns SIGTERM into ``SIGTERMException`` at the next batch boundary, and Ctrl-C into
-    ``sys.exit(1)`` raised while it handles the ``KeyboardInterrupt``.
-    """
-    if isinstance(error, SIGTERMException):
-        return SIGTERM_EXIT
-    if isinstance(error, KeyboardInterrupt) or isinstance(error.__context__, KeyboardInterrupt):
-        return SIGINT_EXIT
-    return None
-
-
+# Workaround: Lightning resumes from OnExceptionCheckpoint's file when ckpt_path is None
+# (measured on lightning 2.6.6; tests/test_upstream.py::
+# test_lightning_resumes_from_an_on_exception_checkpoint_when_ckpt_path_is_none)
 class InterruptCheckpoint(L.Callback):
     """Saves ``<dirpath>/last.ckpt`` when training is interrupted by Ctrl-C or SIGTERM, at the
     batch it reached, so ``ckpt_path=last`` (or the file) resumes it. A crash saves nothing: its
@@ -45,7 +33,7 @@ class InterruptCheckpoint(L.Callback):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        if interrupt_exit_code(exception) is None or not trainer.training:
+        if outcome_of(exception).status != Status.INTERRUPTED or not trainer.training:
             return
         if trainer.global_step == 0:
             return  # nothing trained yet: the run restarts from scratch just as well
