@@ -70,11 +70,11 @@ def test_failed_and_pruned_trials_are_recorded_and_the_study_goes_on(tmp_path: P
     (tmp_path / "hparams_search").mkdir()
     (tmp_path / "hparams_search" / "edge.yaml").write_text(
         "# @package _global_\n"
-        "defaults: [/_optuna]\n"
+        "defaults: [/_optuna, override /hydra/sweeper/sampler: random]\n"
         "hydra:\n"
         "  sweeper:\n"
         "    study_name: edge\n"
-        "    sampler: {_target_: optuna.samplers.RandomSampler, seed: 0}\n"
+        "    sampler: {seed: 0}\n"
         # nothing reaches 99% validation accuracy after an epoch: every trained trial is pruned
         "    pruner: {_target_: optuna.pruners.ThresholdPruner, lower: 0.99}\n"
         # a negative learning rate is refused: the trial fails
