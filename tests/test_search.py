@@ -11,13 +11,15 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from cli import QUIET, SHORT, run
+from cli import QUIET, SHORT, run, start, stop, wait_for
+
+from cnnzoo.study import study_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def trials(sweep: Path, study: str) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=study, storage=f"sqlite:///{sweep}/optuna.db").trials
+    return optuna.load_study(study_name=study, storage=study_storage(sweep)).trials
 
 
 def search(
@@ -243,7 +245,7 @@ def test_several_objectives_end_with_the_pareto_front(tmp_path: Path) -> None:
                     "hydra.sweeper.direction=[maximize,minimize]",
                     "hydra.sweeper.objectives=[val/acc_best,model/params]", "model=lenet,mlp",
                     config_dir=plain_search(tmp_path), short=TRIAL)  # fmt: skip
-    study = optuna.load_study(study_name="plain", storage=f"sqlite:///{sweep}/optuna.db")
+    study = optuna.load_study(study_name="plain", storage=study_storage(sweep))
     assert study.metric_names == ["val/acc_best", "model/params"]
     assert all(t.state.name == "COMPLETE" for t in study.trials)
     for trial in study.trials:  # model/params is the candidate's size, measured by the sweeper
@@ -294,3 +296,31 @@ def test_parallel_trials_run_at_once_and_report_from_their_processes(tmp_path: P
     assert third.datetime_start >= min(first.datetime_complete, second.datetime_complete)
     # each job (its own process) reported its epoch to its trial, for the pruner
     assert all(list(t.intermediate_values) == [0] for t in (first, second, third))
+
+
+@pytest.mark.slow  # two searches, three trainings
+def test_a_stopped_search_retries_the_cut_off_trial_first_from_its_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM mid-trial: the trial is failed and queued again; rerunning the command runs it
+    first, resuming from the cut-off job's last.ckpt (into its own job dir), then goes on."""
+    sweep = tmp_path / "sweep"
+    args = ("hydra.sweeper.n_trials=2", "debug=limit", "trainer.max_epochs=4", "test=false", *QUIET)
+    command = ("-m", "hparams_search=mnist_optuna", f"hydra.sweep.dir={sweep}", *args)
+    stopped = start("train.py", *command)
+    checkpoint = sweep / "0" / "checkpoints" / "last.ckpt"
+    wait_for(checkpoint.is_file, timeout=300)
+    code, _ = stop(stopped)
+    assert code == 143
+    cut = trials(sweep, "mnist_optuna")
+    assert [t.state.name for t in cut] == ["FAIL", "WAITING"]
+    assert cut[0].user_attrs["note"] == "interrupted: the search worker stopped"
+
+    run("train.py", *command)
+    cut_off, retry, fresh = trials(sweep, "mnist_optuna")
+    assert (cut_off.state.name, retry.state.name, fresh.state.name) == ("FAIL", "COMPLETE",
+                                                                        "COMPLETE")  # fmt: skip
+    assert retry.params == cut_off.params and fresh.params != cut_off.params
+    assert retry.user_attrs["note"] == f"retry of trial 0, resumed from {checkpoint}"
+    record = json.loads((sweep / "1" / "summary.json").read_text())
+    assert Path(record["resumed_from"]) == checkpoint

@@ -3,7 +3,7 @@ study's size exactly, with distinct candidates, and a worker killed with kill -9
 its trial is failed by the heartbeat and retried by the other worker from the killed job's
 checkpoint.
 
-These need a PostgreSQL server: `export CNNZOO_TEST_POSTGRES_URL=$(sudo
+The tests marked `services` need a PostgreSQL server: `export CNNZOO_TEST_POSTGRES_URL=$(sudo
 scripts/services/postgres.sh)`; without it they are skipped."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import optuna
 import pytest
 from cli import QUIET, start, wait_for
 
-pytestmark = pytest.mark.services
+from hydra_plugins.cnnzoo_optuna_sweeper.sweeper import beyond_size
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -66,6 +66,30 @@ def finish(process: subprocess.Popen[str]) -> str:
     return output
 
 
+def test_two_workers_asking_for_the_last_place_at_once_leave_it_to_the_lower_number() -> None:
+    """The race at the end of a study: the study's size is 3, two trials are done and two
+    workers ask at once. Both see both new trials; only the lower number runs."""
+    study = optuna.create_study()
+    for _ in range(2):
+        study.tell(study.ask(), 0.5)
+    first, second = study.ask(), study.ask()  # two workers, before either looks
+    trials = study.get_trials(deepcopy=False)
+    assert not beyond_size(trials, first.number, n_trials=3)
+    assert beyond_size(trials, second.number, n_trials=3)
+    # the second is recorded as surplus and never runs; the first is cut off (its worker
+    # stopped) and queued again: the study's size counts neither, only the retry
+    second.set_user_attr("surplus", True)
+    study.tell(second, state=optuna.trial.TrialState.FAIL)
+    study.tell(first, state=optuna.trial.TrialState.FAIL)
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback()
+    retry(study, study.get_trials(deepcopy=False)[first.number])
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state.name for t in trials][2:] == ["FAIL", "FAIL", "WAITING"]
+    assert beyond_size(trials, len(trials), n_trials=3)
+    assert not beyond_size(trials, len(trials), n_trials=4)
+
+
+@pytest.mark.services
 def test_two_workers_run_the_study_once_with_distinct_candidates(
     tmp_path: Path, study_db: tuple[str, str]
 ) -> None:
@@ -87,6 +111,7 @@ def test_two_workers_run_the_study_once_with_distinct_candidates(
     assert all("failed" not in output.lower() for output in outputs)
 
 
+@pytest.mark.services
 def test_a_killed_workers_trial_is_retried_by_the_other_from_its_checkpoint(
     tmp_path: Path, study_db: tuple[str, str]
 ) -> None:

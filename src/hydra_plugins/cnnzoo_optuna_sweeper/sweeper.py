@@ -57,7 +57,7 @@ from cnnzoo.study import open_storage, study_storage
 from hydra_plugins.cnnzoo_optuna_sweeper.results import TRIAL_KEY, write_results
 from hydra_plugins.cnnzoo_optuna_sweeper.space import SearchSpace, override_value, search_space
 
-__all__ = ["OptunaSweeper", "OptunaSweeperConf"]
+__all__ = ["OptunaSweeper", "OptunaSweeperConf", "beyond_size"]
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,13 @@ def _counted(trials: list[Any]) -> list[Any]:
         for t in trials
         if not t.user_attrs.get(SURPLUS) and not (t.state == fail and t.number in retried)
     ]
+
+
+def beyond_size(trials: list[Any], number: int, n_trials: int) -> bool:
+    """Whether trial ``number``, just asked, is beyond the study's size: ``n_trials`` counted
+    trials have lower numbers. Two workers that ask for the last place at once both see both
+    trials; the lower number keeps it, whatever the order they look in."""
+    return len([t for t in _counted(trials) if t.number < number]) >= n_trials
 
 
 def _shown(url: str) -> str:
@@ -388,8 +395,7 @@ class OptunaSweeper(Sweeper):
         time. The lower trial numbers keep their place; this one is recorded and never run."""
         import optuna
 
-        ahead = [t for t in _counted(list(trials.values())) if t.number < number]
-        if len(ahead) < self.conf.n_trials:
+        if not beyond_size(list(trials.values()), number, self.conf.n_trials):
             return False
         self.storage.set_trial_user_attr(self._trial_id(number), SURPLUS, True)
         note = (
