@@ -66,6 +66,7 @@ def finish(process: subprocess.Popen[str]) -> str:
     return output
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_two_workers_asking_for_the_last_place_at_once_leave_it_to_the_lower_number() -> None:
     """The race at the end of a study: the study's size is 3, two trials are done and two
     workers ask at once. Both see both new trials; only the lower number runs."""

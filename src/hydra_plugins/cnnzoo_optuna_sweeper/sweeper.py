@@ -170,7 +170,9 @@ def _counted(trials: list[Any]) -> list[Any]:
     import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
 
-    retried = {number for trial in trials for number in Retry.retry_history(trial)}
+    with warnings.catch_warnings():  # "experimental" since Optuna 3.0
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retried = {number for trial in trials for number in Retry.retry_history(trial)}
     fail = optuna.trial.TrialState.FAIL
     return [
         t
@@ -270,7 +272,7 @@ class OptunaSweeper(Sweeper):
             url,
             heartbeat_interval=self.conf.heartbeat_interval,
             grace_period=self.conf.grace_period,
-            stale_trial_callback=self.retry,
+            stale_trial_callback=self._stale,
         )
         study = optuna.create_study(
             study_name=self.conf.study_name,
@@ -298,16 +300,7 @@ class OptunaSweeper(Sweeper):
         ``grace_period`` s, or none ever recorded for that long (an older version's)."""
         import optuna
 
-        before = {t.number for t in self._running(study)}
-        optuna.storages.fail_stale_trials(study)
-        now = {t.number for t in self._running(study)}
-        for number in sorted(before - now):
-            log.warning(
-                "Trial %d failed: its worker recorded no heartbeat for %d s (stopped or lost); "
-                "it is retried",
-                number,
-                self.conf.grace_period,
-            )
+        optuna.storages.fail_stale_trials(study)  # calls _stale for each trial it failed
         for trial in self._running(study):
             started = trial.datetime_start
             if (
@@ -317,6 +310,16 @@ class OptunaSweeper(Sweeper):
             ):
                 log.warning("Trial %d was left running by a stopped search: retried", trial.number)
                 self._give_up(study, trial.number, "left running by a stopped search")
+
+    def _stale(self, study: Any, trial: Any) -> None:
+        """The heartbeat failed ``trial``: say so, and queue it again."""
+        log.warning(
+            "Trial %d failed: its worker recorded no heartbeat for %d s (stopped or lost); it is "
+            "retried",
+            trial.number,
+            self.conf.grace_period,
+        )
+        self.retry(study, trial)
 
     def _trial_id(self, number: int) -> int:
         return int(self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number))
@@ -572,12 +575,13 @@ class OptunaSweeper(Sweeper):
 
             self.custom_space = get_method(self.conf.custom_search_space)
         self.trial_key = TRIAL_KEY if TRIAL_KEY in self.config else f"+{TRIAL_KEY}"
-        study = self._study = self._open(sweep_dir, space)
+        study = self._open(sweep_dir, space)
         self.study_id = self.storage.get_study_id_from_name(study.study_name)
         self._first_trial: int | None = None
         self._grid_done = self._stopping = False
         self._told = self._failed = 0
         self._last_failure: str | None = None
+        self._waited_for: list[int] = []
         if len(self.directions) > 1 and self.conf.pruner is not None:
             log.info("Several objectives: no pruning (Optuna prunes single-objective studies)")
         log.info(
@@ -673,7 +677,7 @@ class OptunaSweeper(Sweeper):
         others = [t.number for t in self._running(study) if t.number not in mine]
         if not others:
             return False
-        if others != getattr(self, "_waited_for", None):
+        if others != self._waited_for:
             log.info(
                 "The study is full; waiting for trial(s) %s of other workers (retried here if "
                 "their worker records no heartbeat for %d s)",
