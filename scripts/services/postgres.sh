@@ -92,13 +92,16 @@ stop() {
   local found version name port
   found=$(cluster) || { say "no cluster"; return; }
   read -r version name port <<<"$found"
+  if ! answering; then
+    rm -f "$STATE/started-$version-$name"
+    say "cluster $version/$name is not running"
+    return
+  fi
   if [ ! -e "$STATE/started-$version-$name" ]; then
     say "cluster $version/$name was not started by this script: left alone"
     return
   fi
-  if answering; then
-    pg_ctlcluster "$version" "$name" stop
-  fi
+  pg_ctlcluster "$version" "$name" stop
   rm -f "$STATE/started-$version-$name"
   say "stopped cluster $version/$name"
 }
