@@ -346,6 +346,8 @@ def learning_curves_figure(
 def study_figures(study: Any, *, metric: str) -> dict[str, Figure]:
     """An Optuna study's standard plots (``optuna.visualization.matplotlib``) of ``metric``:
     optimisation history, parameter importances, parallel coordinates and slices, by file stem.
+    A study of several objectives adds its Pareto front (``optuna_pareto``) and draws the others
+    for its first objective.
 
     Importances need at least two finished trials and a parameter that varies; fANOVA (Optuna's
     default) needs scikit-learn, so without it PED-ANOVA, which needs nothing more, ranks them.
@@ -358,7 +360,14 @@ def study_figures(study: Any, *, metric: str) -> dict[str, Figure]:
 
     _pyplot()  # the Agg backend, before Optuna imports pyplot
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    target: dict[str, Any] = {"target_name": metric}
     plotters: dict[str, Any] = {"optuna_history": optuna_plots.plot_optimization_history}
+    if len(study.directions) > 1:
+        names = list(study.metric_names or [f"objective {i}" for i in range(len(study.directions))])
+        target = {"target": lambda trial: trial.values[0], "target_name": names[0]}
+        plotters["optuna_pareto"] = functools.partial(
+            optuna_plots.plot_pareto_front, target_names=names
+        )
     if len(finished) >= 2 and {name for t in finished for name in t.params}:
         try:
             import sklearn  # noqa: F401
@@ -375,10 +384,12 @@ def study_figures(study: Any, *, metric: str) -> dict[str, Figure]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         for name, plot in plotters.items():
-            ax = np.asarray(plot(study, target_name=metric)).flat[0]
+            ax = np.asarray(plot(study) if name == "optuna_pareto" else plot(study, **target))
+            ax = ax.flat[0]
             if name == "optuna_history":
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             elif name == "optuna_importances":  # Optuna's title sits on the left
-                ax.set_title(f"Hyperparameter importances for {metric} ({method})", loc="left")
+                title = f"Hyperparameter importances for {target['target_name']} ({method})"
+                ax.set_title(title, loc="left")
             figures[name] = ax.figure
     return figures

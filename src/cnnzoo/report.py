@@ -26,16 +26,17 @@ from cnnzoo import plots
 from cnnzoo.records import (
     SWEEP_PLAN,
     Status,
+    one_line,
     override_key,
     read_job_summary,
     varying_overrides,
 )
+from cnnzoo.study import STUDY_DB, study_storage, sweep_study
 
 __all__ = ["ReportOnSweepEnd", "collect_runs", "main", "run_labels", "write_report"]
 
 log = logging.getLogger(__name__)
 
-STUDY_DB = "optuna.db"
 # the accuracy the plots show: the first of these that a run logged
 ACCURACY_KEYS = ("test/acc", "val/acc_best", "val/acc")
 CURVE_METRICS = ("val/acc", "val/loss", "train/loss_epoch")
@@ -220,18 +221,36 @@ def _markdown(columns: list[str], rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _studies(root: Path) -> list[Any]:
-    """Every Optuna study stored in ``root/optuna.db`` (a search's sweep dir)."""
-    db = root / STUDY_DB
-    if not db.is_file():
+    """The Optuna studies of a search's sweep dir: the one its ``multirun.yaml`` names
+    (``cnnzoo.study.sweep_study``: in SQLite there or in a database server), else every study in
+    ``root/optuna.db``."""
+    search = sweep_study(root)
+    if search is None and not (root / STUDY_DB).is_file():
         return []
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = f"sqlite:///{db}"
+    if search is not None:
+        storage, name = search
+        try:
+            return [optuna.load_study(study_name=name, storage=storage)]
+        except Exception as error:  # the study's database is out of reach from here
+            log.warning("The study %s cannot be read: %s", name, one_line(str(error)))
+            return []
+    storage = study_storage(root)
     return [
         optuna.load_study(study_name=summary.study_name, storage=storage)
         for summary in optuna.get_all_study_summaries(storage)
     ]
+
+
+def _trial_values(study: Any, trial: Any) -> dict[str, Any]:
+    """A trial's objective values by metric name (one ``value`` column for one objective)."""
+    if len(study.directions) == 1:
+        return {"value": trial.value}
+    names = study.metric_names or [f"value {i}" for i in range(len(study.directions))]
+    values = trial.values or [None] * len(names)
+    return dict(zip(names, values, strict=True))
 
 
 def _search_section(studies: list[Any], rows: list[dict[str, Any]], out: Path) -> list[str]:
@@ -243,7 +262,7 @@ def _search_section(studies: list[Any], rows: list[dict[str, Any]], out: Path) -
             "study": study.study_name,
             "trial": trial.number,
             "state": trial.state.name,
-            "value": trial.value,
+            **_trial_values(study, trial),
             **{f"param:{k}": v for k, v in trial.params.items()},
             "note": trial.user_attrs.get("note", ""),
         }
@@ -264,6 +283,14 @@ def _search_section(studies: list[Any], rows: list[dict[str, Any]], out: Path) -
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not complete:
             continue
+        if len(study.directions) > 1:
+            names = ", ".join(study.metric_names or [])
+            md += ["", f"Pareto front of {study.study_name} ({names}):"]
+            for trial in sorted(study.best_trials, key=lambda t: t.number):
+                values = ", ".join(f"{v:.4g}" for v in trial.values)
+                params = ", ".join(f"`{k}` = {v}" for k, v in trial.params.items())
+                md += [f"- trial **{trial.number}** ({values}): {params}"]
+            continue
         best = study.best_trial
         md += ["", f"Best trial of {study.study_name}: **{best.number}**"]
         md[-1] += f" ({metric} = {best.value:.4f})"
@@ -280,7 +307,7 @@ def write_report(root: str | Path) -> Path:
     out = root / "report"
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.png"):  # figures an earlier report drew that this one may not
-        stale.unlink()
+        stale.unlink(missing_ok=True)  # (another search worker may be writing the same report)
     rows = collect_runs(root)
     _, shared = run_labels([row["overrides"] for row in rows])
     metric_names = sorted({name for row in rows for name in row["metrics"]})
