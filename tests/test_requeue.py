@@ -111,6 +111,14 @@ def test_a_job_resumed_from_the_signal_checkpoint_ends_as_one_that_ran_through(
     # the same optimizer steps, logger steps and learning-rate schedule as the unbroken run:
     # nothing trained twice, nothing skipped
     assert _loops(job / "checkpoints" / "last.ckpt") == _loops(whole / "checkpoints" / "last.ckpt")
+    # and every step's metrics logged once, across the two attempts' CSV logs
+    steps = [
+        int(float(row["step"]))
+        for version in sorted((job / "csv").iterdir())
+        for row in csv.DictReader(open(version / "metrics.csv", newline=""))
+        if row.get("train/loss_step")
+    ]
+    assert steps == list(range(30))
 
 
 def test_outside_training_the_signal_requeues_at_once(

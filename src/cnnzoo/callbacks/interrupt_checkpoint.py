@@ -4,11 +4,11 @@ signal to a submitit job leave a checkpoint behind."""
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cnnzoo import requeue
 from cnnzoo.records import Status, outcome_of
@@ -50,10 +50,11 @@ class InterruptCheckpoint(L.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        # where Lightning's ModelCheckpoint saves mid-epoch: a resume continues from the state
-        # of this hook (Lightning counts the batch as done), see tests/test_requeue.py
         if requeue.stop_training(trainer):
-            raise SIGTERMException
+            # every rank agreed to stop after this batch: Lightning's own graceful stop, as for
+            # SIGTERM, ends training once the batch is complete (logged, counted, its schedule
+            # stepped), so the checkpoint saved next resumes exactly there
+            signal.raise_signal(signal.SIGTERM)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -63,5 +64,5 @@ class InterruptCheckpoint(L.Callback):
             return
         if trainer.global_step == 0:
             return  # nothing trained yet: the run restarts from scratch just as well
-        log.warning("Training interrupted: saving %s", self.path)
+        log.warning("Training interrupted: saving %s at step %d", self.path, trainer.global_step)
         trainer.save_checkpoint(self.path)
