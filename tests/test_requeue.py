@@ -129,14 +129,39 @@ def test_outside_training_the_signal_requeues_at_once(
     assert requeue.requested() and requeue.requeued()
 
 
-def test_lightning_does_not_requeue_submitit_jobs_too(
+def test_an_sbatch_job_asks_for_its_signal_and_requeues_itself_with_scontrol(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``scripts/slurm/train.sbatch`` sets CNNZOO_REQUEUE_SIGNAL=USR1: that signal requeues the
+    job from global rank 0 (``scontrol requeue <job>``), the other ranks leave it to rank 0."""
+    calls = tmp_path / "scontrol.calls"
+    scontrol = tmp_path / "bin" / "scontrol"
+    scontrol.parent.mkdir()
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{scontrol.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("CNNZOO_REQUEUE_SIGNAL", "USR1")
+    monkeypatch.setenv("SLURM_JOB_ID", "123")
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        for rank in ("1", "0"):
+            monkeypatch.setattr(requeue, "_state", requeue._State())
+            monkeypatch.setenv("SLURM_PROCID", rank)
+            requeue.install_from_environment()
+            os.kill(os.getpid(), signal.SIGUSR1)  # outside training: at once
+            assert requeue.requeued()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert calls.read_text().splitlines() == ["requeue 123"]
+
+
+def test_lightning_does_not_requeue_the_jobs_too(
     submitit_job: list[tuple[int, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Exactly one mechanism: in a submitit job on SLURM, Lightning's SLURM environment has its
-    SIGUSR1 auto-requeue off, unless the trainer config names a cluster environment itself."""
+    """Exactly one mechanism: in a SLURM job where cnnzoo requeues, Lightning's SLURM environment
+    has its SIGUSR1 auto-requeue off, unless the trainer config names a cluster environment."""
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
-    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
     monkeypatch.setenv("SLURM_NTASKS", "1")
     monkeypatch.setenv("SLURM_JOB_NAME", "train")
     cfg = compose_config("trainer=cpu")
@@ -148,7 +173,7 @@ def test_lightning_does_not_requeue_submitit_jobs_too(
         "trainer.plugins=[{_target_: lightning.fabric.plugins.environments.SLURMEnvironment}]",
     )
     assert requeue.cluster_plugins(own.trainer) == []
-    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
+    monkeypatch.delenv("SLURM_NTASKS")  # not a SLURM job (submitit's local launcher)
     assert requeue.cluster_plugins(cfg.trainer) == []
 
 

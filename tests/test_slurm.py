@@ -74,6 +74,12 @@ def _array_id(sweep: Path) -> str:
     return arrays.pop()
 
 
+def _queued(job: str) -> bool:
+    return bool(
+        subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip()
+    )
+
+
 def _epoch(job_dir: Path) -> int:
     try:
         state = torch.load(job_dir / "checkpoints" / "last.ckpt", weights_only=False)
@@ -168,3 +174,70 @@ def test_pre_empted_and_timed_out_sweep_jobs_resume_in_their_own_dirs(
             line for line in stderr.read_text().splitlines() if any(n in line for n in NOISE)
         ]
     assert "this job is pre-empted" in (sweep / "0" / "train.log").read_text()
+
+
+def _fresh_clone(tmp_path: Path) -> Path:
+    """The checkout's tracked files, as `git clone` makes them, with this Python environment
+    as its `.venv` (the script activates it)."""
+    import sys
+
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("scripts/slurm/train.sbatch activates .venv: run the tests in a virtualenv")
+    clone = tmp_path / "clone"
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split("\0")
+    for name in filter(None, tracked):
+        if (ROOT / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, clone / name)
+    (clone / ".venv").symlink_to(sys.prefix)
+    return clone
+
+
+def test_the_readme_sbatch_script_trains_on_a_fresh_clone_and_resumes_after_its_signal(
+    slurm_cluster: None, tmp_path: Path
+) -> None:
+    """`sbatch scripts/slurm/train.sbatch …` as the README shows it, on CPUs (sbatch flags over
+    the script's GPU lines): DDP over srun on 2 processes; SIGUSR1 (its time-limit warning)
+    stops both ranks after the same batch, saves, requeues; the job resumes in its run dir."""
+    clone = _fresh_clone(tmp_path)
+    epochs, batches = 10, 60
+    submitted = subprocess.run(
+        ["sbatch", "--parsable", "--nodes=1", "--ntasks-per-node=2", "--gpus-per-node=0"]
+        + ["--cpus-per-task=1", "--time=20", "scripts/slurm/train.sbatch"]
+        + ["trainer.accelerator=cpu", *SHORT, f"trainer.max_epochs={epochs}"]
+        + [f"trainer.limit_train_batches={batches}"],
+        cwd=clone,
+        env=env(),
+        capture_output=True,
+        text=True,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.strip()
+    run_dir = clone / "logs" / "train" / "runs" / f"slurm-{job}"
+    try:
+        _wait(lambda: _epoch(run_dir) >= 1, "epoch 1")
+        reached = _epoch(run_dir)
+        subprocess.run(["scancel", "--signal=USR1", job], check=True)
+        _wait(lambda: _requeued(job), "the job to requeue itself")
+        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+        _wait(lambda: not _queued(job), "the job to end", timeout=600)
+    finally:
+        subprocess.run(["scancel", job], check=False)
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == Status.COMPLETED, summary
+    assert summary["resumed_from"] == f"logs/train/runs/slurm-{job}/checkpoints/last.ckpt"
+    assert sorted(p.name for p in (run_dir / "csv").iterdir()) == ["version_0"]
+    assert _val_rows(run_dir) == [(e, batches * (e + 1) - 1) for e in range(epochs)]
+    log = (run_dir / "train.log").read_text()
+    # both ranks stopped after the same batch and saved it; the job resumed exactly there
+    saved = set(re.findall(r"Training interrupted: saving \S+ at step (\d+)", log))
+    (resumed,) = set(re.findall(r"Resuming from \S+ \(epoch \d+, step (\d+)", log))
+    assert saved == {resumed} and int(resumed) >= batches * (reached + 1)
+    assert f"Requeued SLURM job {job}" in log
+    # the job's log (both attempts: --open-mode=append) is as quiet as a local run
+    out = (clone / "logs" / "slurm" / f"cnnzoo-{job}.out").read_text()
+    assert out.count("Restoring states from the checkpoint") == 1
+    assert not [line for line in out.splitlines() if any(n in line for n in (*NOISE, "sync_dist"))]

@@ -57,6 +57,9 @@ _IGNORED_WARNINGS = (
     # every local run on a machine with SLURM's client (a login node) otherwise: jobs on the
     # cluster go through srun (scripts/slurm/train.sbatch, hydra/launcher=slurm)
     (r"The `srun` command is available on your system but is not used", r"lightning\..*"),
+    # DDP: cnnzoo's epoch metrics are torchmetrics states summed over the processes when
+    # computed, so every rank logs the same value (sync_dist would only add a collective)
+    (r"It is recommended to use `self.log\('(train|val|test)/", r"lightning\..*"),
 )
 # (logger, message regex) of info lines that say nothing about the run
 _IGNORED_LOG_LINES = (

@@ -1,18 +1,19 @@
-"""A sweep job on SLURM that is pre-empted or reaches its time limit resumes; it never restarts.
+"""A training job on SLURM that is pre-empted or reaches its time limit resumes; it never restarts.
 
-The jobs of ``hydra/launcher=slurm`` (and ``local``) run under submitit, whose signal (SIGUSR2:
-``--signal=USR2@<signal_delay_s>`` before the time limit, and at a pre-emption on clusters that
-send the job's signal first) warns a job before SLURM ends it. What happens then, in order:
+SLURM warns a job before it ends it, with the job's signal (``--signal=<sig>@<seconds>`` before
+the time limit): SIGUSR2 for the jobs of ``hydra/launcher=slurm`` (and ``local``), which run under
+submitit; SIGUSR1 for ``scripts/slurm/train.sbatch`` (``CNNZOO_REQUEUE_SIGNAL=USR1``). What
+happens then, in order:
 
 1. ``_on_signal`` notes it. During training (``InterruptCheckpoint`` says a fit is running) the
    batch in progress completes;
-2. before the next batch, training stops on every rank (``stop_training``) and
-   ``InterruptCheckpoint`` saves ``checkpoints/last.ckpt`` at the step reached: the job's newest
-   checkpoint;
+2. after that batch, training stops on every rank (``stop_training``: the ranks agree on the
+   batch, then Lightning's own graceful stop) and ``InterruptCheckpoint`` saves
+   ``checkpoints/last.ckpt`` at the step reached: the job's newest checkpoint;
 3. ``cnnzoo.train`` writes the job's record: ``interrupted``, the reason below;
-4. ``requeue_now``: submitit's own handler calls the launcher's ``checkpoint()``, which resubmits
-   the job with ``ckpt_path=last`` (in a multirun: the job's own newest checkpoint), requeues it
-   (``scontrol requeue``) and exits;
+4. ``requeue_now``: under submitit, submitit's own handler calls the launcher's ``checkpoint()``,
+   which resubmits the job with ``ckpt_path=last`` (in a multirun: the job's own newest
+   checkpoint), requeues it and exits; under sbatch, global rank 0 runs ``scontrol requeue``;
 5. the requeued job resumes from that checkpoint in its own dir and continues its record (one CSV,
    one TensorBoard log, the same W&B run, ``resumed_from`` in its ``summary.json``).
 
@@ -25,9 +26,9 @@ Without a ``GraceTime`` (or on ``scontrol requeue``) SLURM requeues the job, and
 resumes it (``SLURM_RESTART_COUNT``); with one, SLURM requeues only a job still running when the
 grace ends, so a job that saved and stopped requeues itself as above (``outcome``).
 
-Exactly one mechanism saves and requeues: in these jobs Lightning's own SLURM auto-requeue (its
-SIGUSR1 handler, ``hpc_ckpt_<n>.ckpt``) is switched off (``cluster_plugins``).
-``scripts/slurm/train.sbatch`` runs without submitit and keeps Lightning's.
+Exactly one mechanism saves and requeues: Lightning's own SLURM auto-requeue (its SIGUSR1
+handler saves ``hpc_ckpt_<n>.ckpt`` inside the signal handler, which deadlocks DDP ranks caught at
+different points) is switched off wherever this one is installed (``cluster_plugins``).
 """
 
 from __future__ import annotations
@@ -39,11 +40,14 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from cnnzoo.errors import UserError
 from cnnzoo.records import SIGTERM_EXIT, Outcome, Status, outcome_of
 
 __all__ = [
+    "REQUEUE_SIGNAL_ENV",
     "cluster_plugins",
     "install",
+    "install_from_environment",
     "installed",
     "outcome",
     "requested",
@@ -59,10 +63,14 @@ log = logging.getLogger(__name__)
 _Handler = Callable[[int, FrameType | None], Any]
 
 
+# scripts/slurm/train.sbatch: the signal (SLURM's --signal) that saves and requeues the job
+REQUEUE_SIGNAL_ENV = "CNNZOO_REQUEUE_SIGNAL"
+
+
 class _State:
     """This process's view of the signal: one job per process, so module state."""
 
-    handler: _Handler | None = None  # submitit's, which requeues
+    handler: _Handler | None = None  # what requeues: submitit's handler, or scontrol
     signal: tuple[int, FrameType | None] | None = None
     training = False
     requeued = False
@@ -78,10 +86,41 @@ def install() -> None:
 
     signum = getattr(signal, f"SIG{JobEnvironment.USR_SIG}")
     handler = signal.getsignal(signum)
-    if not callable(handler) or handler is _on_signal:
+    if callable(handler) and handler is not _on_signal:
+        _wrap(signum, handler)
+
+
+def install_from_environment() -> None:
+    """In a SLURM job that asks for it (``CNNZOO_REQUEUE_SIGNAL=USR1``, as
+    ``scripts/slurm/train.sbatch`` does): that signal saves, then ``scontrol requeue``s the job.
+    Nothing when a launcher installed submitit's already, or outside SLURM."""
+    name = os.environ.get(REQUEUE_SIGNAL_ENV)
+    if not name or installed() or "SLURM_JOB_ID" not in os.environ:
         return
+    signum = getattr(signal, f"SIG{name.upper().removeprefix('SIG')}", None)
+    if signum is None:
+        raise UserError(f"{REQUEUE_SIGNAL_ENV}={name}: not a signal (e.g. USR1)")
+    _wrap(signum, _scontrol_requeue)
+
+
+def _wrap(signum: int, handler: _Handler) -> None:
     _state.handler = handler
     signal.signal(signum, _on_signal)
+
+
+def _scontrol_requeue(signum: int, frame: FrameType | None) -> None:
+    """Requeue this SLURM job (from global rank 0; SLURM then ends every rank)."""
+    if int(os.environ.get("SLURM_PROCID", "0")) != 0:
+        return
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ["SLURM_JOB_ID"]
+    import subprocess
+
+    done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if done.returncode != 0:
+        log.error("scontrol requeue %s failed: %s", job, (done.stderr or done.stdout).strip())
+    else:
+        log.warning("Requeued SLURM job %s: it resumes from its newest checkpoint", job)
 
 
 def installed() -> bool:
@@ -100,8 +139,8 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     if _state.training:
         if first:
             log.warning(
-                "%s (SLURM pre-emption or time limit): saving a checkpoint at the end of this "
-                "batch, then requeuing the job to resume from it",
+                "%s (SLURM pre-emption or time limit): saving a checkpoint after this batch, "
+                "then requeuing the job to resume from it",
                 name,
             )
         return
@@ -119,8 +158,9 @@ def requeued() -> bool:
 
 
 def requeue_now() -> None:
-    """Let submitit requeue the job: the launcher's ``checkpoint()`` (``ckpt_path=last``), then
-    ``scontrol requeue`` and exit (on global rank 0; on the other ranks this returns)."""
+    """Requeue the job, once: submitit's handler (the launcher's ``checkpoint()`` with
+    ``ckpt_path=last``, ``scontrol requeue``, exit) or ``scontrol requeue``; on global rank 0,
+    on the other ranks this returns."""
     if _state.requeued or _state.handler is None or _state.signal is None:
         return
     _state.requeued = True
@@ -186,10 +226,10 @@ def _preempted(error: BaseException) -> bool:
 
 
 def cluster_plugins(trainer_cfg: Any) -> list[Any]:
-    """Trainer plugins beyond the config's: in a submitit job on SLURM, Lightning's cluster
-    environment without its SIGUSR1 auto-requeue (submitit's signal does it, above) — unless
-    the trainer config names a cluster environment itself."""
-    if not installed() or os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+    """Trainer plugins beyond the config's: in a SLURM job where this module requeues,
+    Lightning's cluster environment without its SIGUSR1 auto-requeue — unless the trainer config
+    names a cluster environment itself."""
+    if not installed():
         return []
     named = [str(p.get("_target_", "")) for p in trainer_cfg.get("plugins") or []]
     if any(target.endswith("Environment") for target in named):

@@ -399,9 +399,12 @@ def _result(cfg: DictConfig, record: dict[str, Any]) -> float | None:
 def _main(cfg: DictConfig) -> float | None:
     import torch
 
+    from cnnzoo import requeue
+
     # here, not in main(): every process that trains runs this function, also a submitit job
     # (its pickled task) and a DDP rank, and none of them shows the messages
     console.quiet_third_party_messages()
+    requeue.install_from_environment()  # scripts/slurm/train.sbatch: save and requeue on SIGUSR1
 
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "highest"))
     return _run(cfg)
