@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 from cli import ROOT, SHORT, command, env
+from wandb_records import run_info
 
 from cnnzoo.records import Status
 
@@ -103,7 +104,7 @@ def test_pre_empted_and_timed_out_sweep_jobs_resume_in_their_own_dirs(
     """Job 1 gets submitit's time-limit signal (SIGUSR2); job 0 is then pre-empted by a job of
     the `urgent` partition (SLURM's SIGTERM, GraceTime). Each is requeued and resumes from the
     checkpoint it saved at the step it reached: one record, no epoch trained twice."""
-    epochs, batches = 8, 60
+    epochs, batches = 16, 60  # the bundled sample has 63 training batches of 64
     sweep = tmp_path / "sweep"
     name = f"cnnzoo-test-{os.getpid()}"  # the SLURM jobs' name: cancelled whatever happens
     process = subprocess.Popen(
@@ -117,6 +118,7 @@ def test_pre_empted_and_timed_out_sweep_jobs_resume_in_their_own_dirs(
             "hydra.launcher.mem_gb=1",
             f"hydra.launcher.name={name}",
             *SHORT,
+            "logger=many_loggers",
             "trainer=cpu",
             f"trainer.max_epochs={epochs}",
             f"trainer.limit_train_batches={batches}",
@@ -130,7 +132,7 @@ def test_pre_empted_and_timed_out_sweep_jobs_resume_in_their_own_dirs(
         text=True,
     )
     try:
-        _wait(lambda: _epoch(sweep / "0") >= 1 and _epoch(sweep / "1") >= 1, "epoch 1 of both")
+        _wait(lambda: min(_epoch(sweep / "0"), _epoch(sweep / "1")) >= 0, "an epoch of both")
         array = _array_id(sweep)
         reached = {}
         # job 1: the time-limit signal (what SLURM sends signal_delay_s before the limit)
@@ -159,9 +161,16 @@ def test_pre_empted_and_timed_out_sweep_jobs_resume_in_their_own_dirs(
         summary = json.loads((job_dir / "summary.json").read_text())
         assert summary["status"] == Status.COMPLETED, summary
         assert summary["resumed_from"] == str(job_dir / "checkpoints" / "last.ckpt")
-        # one record: one CSV, each epoch validated once at the steps of an unbroken run
+        # one record: one CSV, each epoch validated once at the steps of an unbroken run, one
+        # TensorBoard log, the W&B run continued (a second offline segment of the same id)
         assert sorted(p.name for p in (job_dir / "csv").iterdir()) == ["version_0"]
         assert _val_rows(job_dir) == [(e, batches * (e + 1) - 1) for e in range(epochs)]
+        assert sorted(p.name for p in (job_dir / "tensorboard").iterdir()) == ["version_0"]
+        first, second = sorted((job_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+        run_id = (job_dir / "wandb_run_id").read_text().strip()
+        assert run_info(second)["id"] == run_id
+        if job == "1":  # closed before the requeue; SLURM's SIGTERM (job 0) reaches W&B's
+            assert run_info(first)["id"] == run_id  # service too, before it wrote its file
         # resumed from the step the signal stopped it at: nothing before it trained again
         log = (job_dir / "train.log").read_text()
         (saved,) = re.findall(r"Training interrupted: saving \S+ at step (\d+)", log)
