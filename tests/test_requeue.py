@@ -98,7 +98,7 @@ def test_the_signal_stops_training_after_the_batch_saves_it_and_requeues_once(
     assert [signum for signum, _ in submitit_job] == [signal.SIGUSR2]
 
 
-def test_a_job_resumed_from_the_signal_checkpoint_ends_as_one_that_ran_through(
+def test_a_job_resumed_after_the_signal_ends_as_if_it_ran_through(
     tmp_path: Path, submitit_job: list[tuple[int, Any]]
 ) -> None:
     whole = tmp_path / "whole"

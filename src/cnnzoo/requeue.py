@@ -225,6 +225,10 @@ def _preempted(error: BaseException) -> bool:
     return fields.get("JobState") == "RUNNING" and fields.get("PreemptTime", "None") != "None"
 
 
+# Workaround: Lightning's SLURM auto-requeue saves its checkpoint inside its SIGUSR1 handler,
+# wherever the signal catches each rank: DDP ranks caught at different points hung in the save's
+# collectives (2 of 2 tries, sbatch with 2 CPU ranks; measured on lightning 2.6.6;
+# tests/test_upstream.py::test_lightnings_slurm_requeue_saves_inside_its_signal_handler)
 def cluster_plugins(trainer_cfg: Any) -> list[Any]:
     """Trainer plugins beyond the config's: in a SLURM job where this module requeues,
     Lightning's cluster environment without its SIGUSR1 auto-requeue — unless the trainer config
