@@ -131,6 +131,10 @@ up() {
     say "already up ($(sinfo -h -N -n "$NODE" -o '%T' | head -n 1))"
     return
   fi
+  if [ "$(id -u)" -ne 0 ]; then
+    say "run as root (it installs packages and starts daemons): sudo $0"
+    exit 1
+  fi
   install_packages
   start_munge
   write_config
