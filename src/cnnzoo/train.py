@@ -223,8 +223,8 @@ def train(cfg: DictConfig, attempt: RunAttempt | None = None) -> dict[str, Any]:
 
 
 def _plugins(trainer_cfg: DictConfig) -> dict[str, Any]:
-    """The trainer's plugins, when a submitit job on SLURM adds to the config's (one requeue
-    mechanism: ``cnnzoo.requeue``)."""
+    """The trainer's plugins, when a SLURM job that ``cnnzoo.requeue`` requeues adds to the
+    config's (Lightning's cluster environment without its own requeue)."""
     from hydra.utils import instantiate
 
     from cnnzoo import requeue
