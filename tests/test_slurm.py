@@ -34,7 +34,12 @@ NOISE = ("💡 Tip", "TPU available", "LeafSpec", "SLURM auto-requeueing", "`sru
 def _cluster_problem() -> str | None:
     if shutil.which("sinfo") is None:
         return "no SLURM client here (sinfo)"
-    shown = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    try:
+        shown = subprocess.run(
+            ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10
+        )
+    except subprocess.TimeoutExpired:
+        return "the SLURM cluster is down (sinfo got no answer in 10 s)"
     if shown.returncode != 0 or not re.search(r"idle|mixed|allocated", shown.stdout):
         return f"the SLURM cluster is down (sinfo: {(shown.stdout + shown.stderr).strip()!r})"
     return None

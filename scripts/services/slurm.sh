@@ -32,13 +32,13 @@ node_up() {
   [[ "$state" =~ ^(idle|mixed|allocated|completing)$ ]]
 }
 
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null; }
 
 stop() {
   local pidfile
   for pidfile in "$STATE/slurmd.pid" "$STATE/slurmctld.pid" /run/munge/munged.pid; do
     if pid_alive "$pidfile"; then
-      kill "$(cat "$pidfile")"
+      kill "$(cat "$pidfile")" 2>/dev/null || true
       for _ in $(seq 50); do pid_alive "$pidfile" || break; sleep 0.1; done
     fi
   done
