@@ -3,7 +3,7 @@
 PYTHON ?= python
 CODE := src tests benchmarks scripts train.py eval.py predict.py export.py
 
-.PHONY: install train test test-slow test-all lint typecheck check format clean bench
+.PHONY: install train test test-slow test-all lint typecheck check format clean bench services services-stop
 
 # cnnzoo (editable), every optional extra (W&B, TensorBoard, Optuna, submitit, ONNX) and the tools
 install:
@@ -22,6 +22,15 @@ test-slow:
 
 test-all:
 	$(PYTHON) -m pytest -n auto -m ""
+
+# the SLURM cluster and PostgreSQL server of the `services` tests, on this machine (root):
+# `eval "$$(make -s services)"` exports where they are, then `make test` runs those tests too
+services:
+	@scripts/services/up.sh
+
+services-stop:
+	-scripts/services/slurm.sh stop
+	-[ ! -x scripts/services/postgres.sh ] || scripts/services/postgres.sh stop
 
 lint:
 	$(PYTHON) -m ruff check $(CODE)

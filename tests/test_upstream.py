@@ -322,12 +322,15 @@ def test_lightnings_wandb_logger_puts_every_metric_on_the_global_step_through_a_
     assert ("*", "trainer/global_step") in run.axes
 
 
-def test_lightnings_messages_that_the_console_filters_are_still_emitted(tmp_path: Path) -> None:
+def test_lightnings_messages_that_the_console_filters_are_still_emitted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every warning and info line ``cnnzoo.console`` filters out is still one that a short
-    ``fit`` emits. When this fails, delete the filter entry that matched nothing (the message
-    it names is gone)."""
+    ``fit`` emits — on a machine with SLURM's client, in a process group as a DDP rank is. When
+    this fails, delete the filter entry that matched nothing (the message it names is gone)."""
     import logging
 
+    import torch.distributed as dist
     from lightning.pytorch.callbacks import ModelCheckpoint, RichModelSummary
 
     from cnnzoo import console
@@ -336,6 +339,16 @@ def test_lightnings_messages_that_the_console_filters_are_still_emitted(tmp_path
         def configure_optimizers(self) -> Any:
             self.trainer.estimated_stepping_batches  # noqa: B018  # as a step schedule does
             return super().configure_optimizers()
+
+        def on_train_epoch_end(self) -> None:
+            self.log("train/acc", torch.tensor(1.0))  # an epoch metric, as cnnzoo's
+
+    srun = tmp_path / "bin" / "srun"  # a login node's
+    srun.parent.mkdir()
+    srun.write_text("#!/bin/sh\n")
+    srun.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{srun.parent}:{os.environ['PATH']}")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/group", rank=0, world_size=1)
 
     lines: list[logging.LogRecord] = []
     handler = logging.Handler()
@@ -362,6 +375,7 @@ def test_lightnings_messages_that_the_console_filters_are_still_emitted(tmp_path
             )
             trainer.fit(EstimatesSteps())
     finally:
+        dist.destroy_process_group()
         for logger, level in zip(loggers, levels, strict=True):
             logger.removeHandler(handler)
             logger.setLevel(level)
@@ -370,6 +384,42 @@ def test_lightnings_messages_that_the_console_filters_are_still_emitted(tmp_path
     for name, pattern in console._IGNORED_LOG_LINES:
         said = [line.getMessage() for line in lines if line.name == name]
         assert any(re.search(pattern, line) for line in said), pattern
+
+
+def test_lightnings_slurm_requeue_saves_inside_its_signal_handler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a SLURM job, Lightning's SIGUSR1 handler saves ``hpc_ckpt_1.ckpt`` and requeues
+    within the handler, in the middle of whatever the rank was doing (with DDP: collectives at
+    different points on each rank). When this fails (the save is deferred to a batch boundary),
+    ``cnnzoo.requeue.cluster_plugins`` may leave Lightning's auto-requeue on."""
+    scontrol = tmp_path / "bin" / "scontrol"
+    scontrol.parent.mkdir()
+    scontrol.write_text("#!/bin/sh\n")
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{scontrol.parent}:{os.environ['PATH']}")
+    for name, value in {
+        "SLURM_NTASKS": "1",
+        "SLURM_JOB_NAME": "train",
+        "SLURM_JOB_ID": "7",
+    }.items():
+        monkeypatch.setenv(name, value)
+    seen: list[bool] = []
+
+    class SignalMidStep(BoringModel):
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            if batch_idx == 1:
+                os.kill(os.getpid(), signal.SIGUSR1)
+                seen.append((tmp_path / "hpc_ckpt_1.ckpt").is_file())  # still in the step
+            return super().training_step(batch, batch_idx)
+
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=3, limit_val_batches=0)
+        trainer.fit(SignalMidStep())
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert seen == [True]
 
 
 @pytest.mark.parametrize(

@@ -59,6 +59,12 @@ _IGNORED_WARNINGS = (
     (r".*isinstance\(treespec, LeafSpec\)` is deprecated", r"lightning\..*"),
     # a resumed run continues in its own run dir, whose checkpoints folder is full by design
     (r"Checkpoint directory .* exists and is not empty", r"lightning\..*"),
+    # every local run on a machine with SLURM's client (a login node) otherwise: jobs on the
+    # cluster go through srun (scripts/slurm/train.sbatch, hydra/launcher=slurm)
+    (r"The `srun` command is available on your system but is not used", r"lightning\..*"),
+    # DDP: cnnzoo's epoch metrics are torchmetrics states summed over the processes when
+    # computed, so every rank logs the same value (sync_dist would only add a collective)
+    (r"It is recommended to use `self.log\('(train|val|test)/", r"lightning\..*"),
 )
 # (logger, message regex) of info lines that say nothing about the run
 _IGNORED_LOG_LINES = (
@@ -81,14 +87,17 @@ class _DropLines(logging.Filter):
 
 
 def quiet_third_party_messages() -> None:
-    """Filter the third-party warnings and info lines listed above (and nothing else)."""
+    """Filter the third-party warnings and info lines listed above (and nothing else); a second
+    call in the same process adds nothing."""
     for message, module in _IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", message=message, module=module)
     by_logger: dict[str, list[str]] = {}
     for name, pattern in _IGNORED_LOG_LINES:
         by_logger.setdefault(name, []).append(pattern)
     for name, patterns in by_logger.items():
-        logging.getLogger(name).addFilter(_DropLines(patterns))
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLines) for f in logger.filters):
+            logger.addFilter(_DropLines(patterns))
 
 
 @contextmanager

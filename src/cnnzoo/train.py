@@ -206,7 +206,7 @@ def train(cfg: DictConfig, attempt: RunAttempt | None = None) -> dict[str, Any]:
             )
         with user_errors("trainer"):
             trainer: L.Trainer = instantiate(
-                cfg.trainer, callbacks=callbacks, logger=loggers or False
+                cfg.trainer, callbacks=callbacks, logger=loggers or False, **_plugins(cfg.trainer)
             )
         for logger in trainer.loggers:
             logger.log_hyperparams(cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)))
@@ -220,6 +220,19 @@ def train(cfg: DictConfig, attempt: RunAttempt | None = None) -> dict[str, Any]:
     finally:
         if own_attempt:
             attempt.close()
+
+
+def _plugins(trainer_cfg: DictConfig) -> dict[str, Any]:
+    """The trainer's plugins, when a SLURM job that ``cnnzoo.requeue`` requeues adds to the
+    config's (Lightning's cluster environment without its own requeue)."""
+    from hydra.utils import instantiate
+
+    from cnnzoo import requeue
+
+    extra = requeue.cluster_plugins(trainer_cfg)
+    if not extra:
+        return {}
+    return {"plugins": [*instantiate(trainer_cfg.get("plugins") or []), *extra]}
 
 
 def _fit_and_test(
@@ -315,6 +328,7 @@ def _run(cfg: DictConfig) -> float | None:
     """The Hydra task: train, record the job however it ends, return the optimised metric."""
     from lightning.pytorch.utilities import rank_zero_only
 
+    from cnnzoo import requeue
     from cnnzoo.launch import needs_own_process, run_job_in_child
 
     hydra_cfg = HydraConfig.get()
@@ -340,7 +354,7 @@ def _run(cfg: DictConfig) -> float | None:
     except BaseException as caught:
         error = caught
         user_error = as_user_error(caught)
-        outcome = outcome_of(user_error or caught)
+        outcome = requeue.outcome(caught) or outcome_of(user_error or caught)
     record.update(outcome.fields)
     try:
         if writer:
@@ -351,6 +365,10 @@ def _run(cfg: DictConfig) -> float | None:
         attempt.close()
     if error is None:
         return _result(cfg, record)
+    if requeue.requested():
+        if requeue.requeued():
+            raise error  # submitit requeued the job at the signal and ends it with its own code
+        requeue.requeue_now()  # the job's checkpoint is saved and recorded: requeue it now
     if outcome.status == Status.INTERRUPTED:
         # 130 / 143, as shells report a process ended by SIGINT / SIGTERM; a sweep stops too
         sys.exit(outcome.exit_code)
@@ -381,13 +399,19 @@ def _result(cfg: DictConfig, record: dict[str, Any]) -> float | None:
 def _main(cfg: DictConfig) -> float | None:
     import torch
 
+    from cnnzoo import requeue
+
+    # here, not in main(): every process that trains runs this function, also a submitit job
+    # (its pickled task) and a DDP rank, and none of them shows the messages
+    console.quiet_third_party_messages()
+    requeue.install_from_environment()  # scripts/slurm/train.sbatch: save and requeue on SIGUSR1
+
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "highest"))
     return _run(cfg)
 
 
 def main() -> None:
     console.prepare_command_line()
-    console.quiet_third_party_messages()
     with console.one_line_errors():
         rewrite_command_line()
     _main()

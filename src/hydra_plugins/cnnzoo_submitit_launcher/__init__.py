@@ -1,0 +1,1 @@
+"""Hydra's submitit launchers whose requeued jobs resume: ``hydra/launcher=slurm|local``."""
