@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -26,6 +28,7 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from cnnzoo.errors import UserError
+from cnnzoo.records import TEMP_SUFFIX, temp_file, write_failure
 
 if TYPE_CHECKING:
     from cnnzoo.module import ImageClassifier
@@ -54,7 +57,6 @@ ALLOWED_TARGETS = (
     "torch.nn.",
     "torch.optim.",
 )
-TEMP_SUFFIX = ".tmp"
 
 
 class CheckpointSaveError(UserError):
@@ -66,7 +68,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     Lightning's own save writes through a temporary file that fsspec puts in the system temp dir,
     then moves it: across filesystems the move is a copy, and a kill during it leaves a truncated
-    checkpoint; a permission error is swallowed. Remote paths (``s3://``...) keep Lightning's way.
+    checkpoint; a permission error is swallowed. Here the temporary file is
+    ``.<name>.<host>.<pid>.tmp`` beside the destination (``remove_stale_temp_files`` knows its
+    owner by that name). Whatever the writer raises (``torch.save`` on a full disk raises a
+    ``RuntimeError``), the temporary file is removed — a full disk gets its space back — and one
+    ``CheckpointSaveError`` names the file and the reason; the previous file is left as it was.
+    Remote paths (``s3://``...) keep Lightning's way.
     """
 
     def save_checkpoint(
@@ -76,7 +83,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options=storage_options)
             return
         path = Path(path)
-        temp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+        temp = temp_file(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(temp, "wb") as f:
@@ -84,15 +91,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(temp, path)
-            _fsync_dir(path.parent)
-        except OSError as error:
+        except BaseException as error:
             with contextlib.suppress(OSError):
                 temp.unlink()
-            reason = error.strerror or str(error)
+            if not isinstance(error, Exception):
+                raise  # Ctrl-C, SystemExit: not a save failure
             raise CheckpointSaveError(
-                f"could not save the checkpoint {path}: {reason}; nothing was overwritten, and "
-                "the run stopped so that no more training goes unsaved"
+                f"could not save the checkpoint {path}: {write_failure(error)}; nothing was "
+                "overwritten, and the run stopped so that no more training goes unsaved"
             ) from error
+        _fsync_dir(path.parent)
 
     def remove_checkpoint(self, path: Any) -> None:
         # ModelCheckpoint removes a file it replaces; a missing one is not an error
@@ -102,16 +110,32 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().remove_checkpoint(path)
 
 
+# a temporary file of another host's save is only known dead by its age: a save in progress
+# writes to it all the time, and a save takes minutes, not hours
+STALE_FOREIGN_TEMP_S = 6 * 3600
+
+
 def remove_stale_temp_files(folder: str | Path) -> list[Path]:
-    """Remove the temporary files of saves whose process is gone (a kill mid-save), never a
-    live process's in-flight save. Returns what was removed."""
+    """Remove the temporary files (``.<name>.<host>.<pid>.tmp``) of saves whose process is gone
+    — a save killed halfway — never a live process's save in progress: one of this host whose
+    pid is not running, or one of another host (or unnamed) untouched for
+    ``STALE_FOREIGN_TEMP_S``. Returns what was removed."""
+    host = socket.gethostname()
     removed = []
     for temp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
-        owner = temp.name.removesuffix(TEMP_SUFFIX).rsplit(".", 1)[-1]
-        if owner.isdigit() and _alive(int(owner)):
-            continue
-        temp.unlink(missing_ok=True)
-        removed.append(temp)
+        stem, _, pid = temp.name.removesuffix(TEMP_SUFFIX).rpartition(".")
+        try:
+            age = time.time() - temp.stat().st_mtime
+        except OSError:
+            continue  # gone already
+        if stem.endswith(f".{host}") and pid.isdigit():
+            stale = not _alive(int(pid))
+        else:
+            stale = age > STALE_FOREIGN_TEMP_S
+        if stale:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+                removed.append(temp)
     return removed
 
 
