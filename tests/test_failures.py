@@ -41,7 +41,7 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
         (["data.val_size=1.5"], "data.val_size=1.5 is not valid"),
         (["data.val_size=-10"], "data.val_size=-10 is not valid"),
         (["model.optimizer.lr=abc"], "model.optimizer.lr='abc' is not valid: expected a number"),
-        (["model.optimizer.lr=-1"], "model.optimizer.lr=-1 is not valid: expected a number > 0"),
+        (["model.optimizer.lr=-1"], "model.optimizer.lr=-1 is not valid: expected a number >= 0"),
         (["data.batch_size=0"], "data.batch_size=0 is not valid"),
         (["+model.net.activation=bogus"], "model.net: activation='bogus' is not one of: relu"),
         (["+model.net.depth=3"], "model.net: LeNet5.__init__() got an unexpected keyword"),

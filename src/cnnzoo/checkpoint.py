@@ -8,7 +8,8 @@
   empty, truncated or foreign file into one message; ``check_targets`` refuses any ``_target_`` in
   a checkpoint's (or a run's saved) config outside an allowlist, so a shared file runs no code.
 - ``load_classifier`` rebuilds the ``ImageClassifier`` of a checkpoint: what eval, predict, export
-  and the test at the end of training all use.
+  and the test at the end of training all use; ``load_for_inference`` adds the datamodule of the
+  checkpoint's run (``data_from_run``), checked against the model.
 - Resuming (which checkpoint, which run dir) is decided in ``cnnzoo.resume``.
 """
 
@@ -25,12 +26,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnzoo.errors import UserError
 from cnnzoo.records import TEMP_SUFFIX, temp_file, write_failure
 
 if TYPE_CHECKING:
+    from cnnzoo.data.base import ImageDataModule
     from cnnzoo.module import ImageClassifier
 
 __all__ = [
@@ -39,7 +41,9 @@ __all__ = [
     "CheckpointSaveError",
     "check_targets",
     "config_targets",
+    "data_from_run",
     "load_classifier",
+    "load_for_inference",
     "read_checkpoint",
     "remove_stale_temp_files",
     "run_config",
@@ -254,3 +258,39 @@ def run_config(ckpt_path: str | Path, trusted: Sequence[str] = ()) -> DictConfig
     config = cast(DictConfig, OmegaConf.load(saved))
     check_targets(OmegaConf.to_container(config.get("data") or {}), source=saved, trusted=trusted)
     return config
+
+
+def data_from_run(cfg: DictConfig, ckpt_path: str | Path) -> None:
+    """Replace ``cfg.data`` by that of the run that wrote ``ckpt_path``, unless ``data=…`` is on
+    the command line (or the file is not inside a run directory)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from cnnzoo.records import override_key
+
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    if any(override_key(o).split(".")[0].split("/")[0] == "data" for o in overrides):
+        return
+    run_cfg = run_config(ckpt_path, cfg.get("trusted_targets") or ())
+    if run_cfg is None:
+        return
+    log.info("Using the data config of the training run: %s", run_cfg.data._target_)
+    with open_dict(cfg):
+        # keep this machine's paths: the run may come from elsewhere
+        cfg.data = OmegaConf.merge(run_cfg.data, {"data_dir": cfg.data.data_dir})
+
+
+def load_for_inference(cfg: DictConfig) -> tuple[ImageClassifier, ImageDataModule]:
+    """What eval, predict and export start from: the ``ImageClassifier`` of ``cfg.ckpt_path``
+    (CPU, eval mode) and the datamodule of its run (or of ``data=…``; not set up), checked
+    against each other — a model of other channels or classes than the data is one message."""
+    from hydra.utils import instantiate
+
+    from cnnzoo.errors import user_errors
+
+    ckpt_path = Path(cfg.ckpt_path)
+    model = load_classifier(ckpt_path, cfg.get("trusted_targets") or ())
+    data_from_run(cfg, ckpt_path)
+    with user_errors("data"):
+        datamodule: ImageDataModule = instantiate(cfg.data)
+    datamodule.check_against(model.hparams, checkpoint=ckpt_path)
+    return model, datamodule
