@@ -56,7 +56,7 @@ def _class_folders(root: Path, dataset: Path) -> list[str]:
     (``loop -> .``, ``val/cat -> ../train/cat``) is not followed, with a warning naming it: it
     would be a class holding other classes' images. One leading elsewhere is a class."""
     names = []
-    for entry in root.iterdir():
+    for entry in sorted(root.iterdir()):
         if not entry.is_dir():
             continue
         if entry.is_symlink() and _inside(entry.resolve(), dataset.resolve()):
@@ -67,7 +67,7 @@ def _class_folders(root: Path, dataset: Path) -> list[str]:
             )
             continue
         names.append(entry.name)
-    return sorted(names)
+    return names
 
 
 class ImageFileDataset(Dataset):
