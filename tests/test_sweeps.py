@@ -65,3 +65,13 @@ def test_a_stopped_sweep_reports_what_never_ran_and_a_rerun_finishes_it(tmp_path
     assert stopped_at > 0
     assert _summary(sweep / "2")["status"] == "completed"
     assert "not started" not in (sweep / "summary.md").read_text()
+
+
+def test_ckpt_path_last_in_a_sweep_is_each_jobs_own_never_another_runs(tmp_path: Path) -> None:
+    logs = [f"paths.log_dir={tmp_path}"]
+    run("train", *SHORT, *logs, "trainer.max_epochs=1")  # a run of the same task, elsewhere
+    sweep = tmp_path / "sweep"
+    run("train", "-m", *SHORT, *logs, "seed=1,2", "ckpt_path=last", f"hydra.sweep.dir={sweep}")
+    for job in ("0", "1"):  # nothing of their own yet: both start fresh
+        record = _summary(sweep / job)
+        assert record["status"] == "completed" and "resumed_from" not in record

@@ -26,7 +26,9 @@ __all__ = [
 ]
 
 # groups that may be switched off entirely: `logger=null` reads naturally, but Hydra refuses
-# null for a config group; its own spelling is `~logger`
+# null for a config group; its own spelling is `~logger`.
+# Workaround: Hydra refuses null for a config group (measured on hydra-core 1.3.8;
+# tests/test_upstream.py::test_hydra_refuses_null_for_a_config_group)
 _OPTIONAL_GROUPS = ("logger", "callbacks")
 # a command-line choice -> (module it needs, cnnzoo extra, what needs it)
 _EXTRAS = (
@@ -58,6 +60,9 @@ def prepare_command_line(argv: list[str] | None = None) -> None:
                     user_error_exit(error)
 
 
+# Workaround: Lightning (and torch, for Lightning) print these, which say nothing about the run
+# (measured on lightning 2.6.6, torch 2.14.1; tests/test_upstream.py::
+# test_lightnings_messages_that_the_console_filters_are_still_emitted)
 # (message regex, module regex) of warnings that describe a library, not the user's run
 _IGNORED_WARNINGS = (
     # Lightning calls a torch API that torch deprecated; nothing a user can change
