@@ -130,14 +130,14 @@ def one_line_errors() -> Iterator[None]:
         user_error_exit(error)
 
 
+# Workaround: Hydra turns an exception raised in a callback into a warning and goes on (measured
+# on hydra-core 1.3.8; tests/test_upstream.py::
+# test_hydra_turns_an_exception_in_a_callback_into_a_warning): the line is printed here and the
+# process exits 1, as Hydra does for its own errors
 class WritableOutputDir(Callback):
     """Hydra callback: the run's (or sweep's) folder is made before Hydra makes it, so that one
     that cannot be written (a read-only ``CNNZOO_ROOT``) is one line naming it and the key that
-    moves it, not Hydra's page of chained tracebacks.
-
-    Hydra turns an exception raised in a callback into a warning and goes on (hydra-core 1.3.2,
-    ``hydra._internal.callbacks.Callbacks._notify``), so the line is printed here and the
-    process exits 1, as Hydra does for its own errors."""
+    moves it, not Hydra's page of chained tracebacks."""
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
         _writable_folder(Path(str(config.hydra.run.dir)), "hydra.run.dir")

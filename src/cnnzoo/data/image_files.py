@@ -70,6 +70,9 @@ def _no_bomb_warnings() -> Iterator[None]:
         yield
 
 
+# Workaround: PIL only warns of an image between once and twice its pixel limit, and decodes it
+# (measured on pillow 13.0.0; tests/test_upstream.py::
+# test_pil_only_warns_of_an_image_under_twice_its_pixel_limit)
 def _open_header(path: str | Path) -> Image.Image:
     """PIL's lazy open (the header, no pixels), refusing an image over ``MAX_IMAGE_PIXELS``:
     decoding one takes gigabytes, in every worker process that meets it."""
