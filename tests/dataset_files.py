@@ -9,6 +9,8 @@ is a bright horizontal band at its own height over dim noise, so short runs beat
 from __future__ import annotations
 
 import pickle
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ __all__ = [
     "write_imagefolder",
     "write_kmnist",
     "write_mnist",
+    "write_png_bomb",
     "write_svhn",
 ]
 
@@ -158,3 +161,27 @@ def write_imagefolder(
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image).convert(mode).save(folder / f"{i}{suffix}")
     return Path(root)
+
+
+# --- hostile files -----------------------------------------------------------------------------
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def write_png_bomb(path: Path, side: int) -> Path:
+    """A real decompression bomb: a valid 1-bit ``side`` x ``side`` PNG of zeros, whose pixel
+    data compresses about 1000:1 (20,000 px a side: 400 M pixels in ~50 kB; decoded to grey or
+    RGB, 0.4 or 1.2 GB)."""
+    row = b"\x00" * (1 + (side + 7) // 8)  # filter byte + packed bits
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1 bit, grey
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", data)
+        + _png_chunk(b"IEND", b"")
+    )
+    return path

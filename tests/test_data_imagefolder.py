@@ -1,5 +1,6 @@
-"""Image folders: classes from the folders, bad files named once, a scan linear in the files whose
-header checks are cached outside the dataset, and the ``verify`` tool that decodes everything."""
+"""Image folders: classes from the folders, bad and hostile files (decompression bombs, symlink
+loops) named and skipped, a scan linear in the files whose header checks are cached outside the
+dataset, and the ``verify`` tool that decodes everything."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import os
 from pathlib import Path
 
 import pytest
-from dataset_files import write_imagefolder
+import torch
+from dataset_files import write_imagefolder, write_png_bomb
 from hydra import compose, initialize_config_module
 from PIL import Image
 
@@ -186,6 +188,108 @@ def test_imagefolder_samples_are_in_path_order_with_nested_folders(tmp_path: Pat
     assert [os.path.relpath(path, tmp_path) for path in files] == [
         "a/2.png", "a/x/0.png", "a/x-1.png", "b/1.png", "b/3.png"
     ]  # fmt: skip
+
+
+# --- hostile files -------------------------------------------------------------------------------
+
+# a bomb PIL refuses (over twice Image.MAX_IMAGE_PIXELS) and one it would only warn of (over once)
+BOMBS = {"bomb.png": 20_000, "bomb_warn.png": 10_000}
+
+
+def _plant_bombs(folder: Path) -> list[Path]:
+    """A bomb of each kind and an empty "image" in ``folder``: the files a loader must skip."""
+    hostile = [write_png_bomb(folder / name, side) for name, side in BOMBS.items()]
+    (folder / "empty.png").write_bytes(b"")
+    return [*hostile, folder / "empty.png"]
+
+
+def test_decompression_bombs_are_skipped_by_the_header_check_naming_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_imagefolder(tmp_path, splits=(), n_per_class=4, size=8)
+    hostile = _plant_bombs(tmp_path / "cat")
+
+    datamodule = _setup(tmp_path, val_fraction=0.25)
+
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith("Skipping 3 files that are not readable images: ")
+    assert all(str(path) in warning for path in hostile)
+    assert len(datamodule.train_set) + len(datamodule.val_set) == 12
+
+
+def test_hostile_files_mid_epoch_are_replaced_by_the_next_sample_and_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_imagefolder(tmp_path, splits=(), n_per_class=4, size=8)
+    hostile = _plant_bombs(tmp_path / "cat")
+    # nothing is opened at setup: every hostile file reaches the loaders
+    datamodule = _setup(tmp_path, check_images="none", val_fraction=0.25, augment="none")
+    met = 0
+    for dataset in (datamodule.train_set, datamodule.val_set):
+        n = len(dataset)
+        bad = {i for i, (path, _) in enumerate(dataset.samples) if Path(path) in hostile}
+        met += len(bad)
+        for index in bad:
+            image, label = dataset[index]
+            # replaced by the first readable sample after it: the same whatever the workers do
+            good = next(i % n for i in range(index + 1, index + n) if i % n not in bad)
+            expected, expected_label = dataset[good]
+            assert torch.equal(image, expected) and label == expected_label
+        loader = datamodule._loader(dataset, shuffle=False)
+        # a whole epoch: the loader does not die, and no batch is shortened
+        assert sum(len(labels) for _, labels in loader) == n
+    assert met == len(hostile)
+    for path in hostile:
+        assert f"Skipping {path}, which cannot be decoded" in caplog.text
+    assert "DecompressionBombError" in caplog.text
+
+
+def test_training_with_unchecked_hostile_files_completes(tmp_path: Path) -> None:
+    write_imagefolder(tmp_path / "pets", splits=(), n_per_class=6, size=16)
+    _plant_bombs(tmp_path / "pets" / "dog")
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "data=imagefolder",
+                f"data.path={tmp_path / 'pets'}",
+                "data.check_images=none",
+                f"paths.output_dir={tmp_path / 'run'}",
+                "data.image_size=16",
+                "data.batch_size=4",
+                "data.num_workers=0",
+                "trainer.max_epochs=1",
+                "callbacks.rich_progress_bar=null",
+                "callbacks.rich_model_summary=null",
+                "logger=csv",
+            ],
+        )
+
+    record = train(cfg)
+
+    assert "test/acc" in record["metrics"]
+
+
+def test_a_class_folder_linking_back_into_the_dataset_is_not_followed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dataset = write_imagefolder(tmp_path / "pets", splits=(), n_per_class=4, size=8)
+    elsewhere = write_imagefolder(tmp_path / "more", ("owl",), 4, splits=(), size=8)
+    (dataset / "loop").symlink_to(".")  # would be a class holding every image
+    (dataset / "twin").symlink_to(dataset / "cat")  # would be a class with the cats' images
+    (dataset / "owl").symlink_to(elsewhere / "owl")  # a class kept on another disk: a class
+
+    datamodule = _setup(dataset, val_fraction=0.25)
+
+    assert datamodule.class_names == ("cat", "dog", "fox", "owl")
+    assert len(datamodule.train_set) + len(datamodule.val_set) == 4 * 4
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"{dataset / 'loop'} is a symlink to {dataset.resolve()}, inside the dataset: not "
+        "followed (not a class)",
+        f"{dataset / 'twin'} is a symlink to {(dataset / 'cat').resolve()}, inside the dataset: "
+        "not followed (not a class)",
+    ]
 
 
 # --- the scan: linear, cached, robust ------------------------------------------------------------

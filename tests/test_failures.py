@@ -8,7 +8,10 @@ import errno
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +20,10 @@ import torch
 from cli import QUIET, SHORT, error_message, run, start, stop, wait_for
 from conftest import compose_config, run_training
 
+from cnnzoo import checkpoint
 from cnnzoo.checkpoint import CheckpointSaveError, read_checkpoint
 from cnnzoo.errors import UserError, user_errors
-from cnnzoo.records import write_sweep_summary
+from cnnzoo.records import write_job_summary, write_sweep_summary
 from cnnzoo.resume import plan_resume
 
 
@@ -41,7 +45,7 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
         (["data.val_size=1.5"], "data.val_size=1.5 is not valid"),
         (["data.val_size=-10"], "data.val_size=-10 is not valid"),
         (["model.optimizer.lr=abc"], "model.optimizer.lr='abc' is not valid: expected a number"),
-        (["model.optimizer.lr=-1"], "model.optimizer.lr=-1 is not valid: expected a number > 0"),
+        (["model.optimizer.lr=-1"], "model.optimizer.lr=-1 is not valid: expected a number >= 0"),
         (["data.batch_size=0"], "data.batch_size=0 is not valid"),
         (["+model.net.activation=bogus"], "model.net: activation='bogus' is not one of: relu"),
         (["+model.net.depth=3"], "model.net: LeNet5.__init__() got an unexpected keyword"),
@@ -238,28 +242,130 @@ def test_an_unwritable_checkpoint_folder_stops_the_run_naming_it(tmp_path: Path)
         run_training(tmp_path / "run", *SHORT, f"callbacks.model_checkpoint.dirpath={dirpath}")
 
 
-def test_a_full_disk_keeps_the_previous_checkpoint(
+# A disk that fills up from epoch 1's checkpoints on, as a real one does: torch.save's writes
+# fail with ENOSPC 64 KiB into the file, and torch.save raises a RuntimeError about it
+FULL_DISK = """
+import builtins, errno, io
+
+real_open, saves = builtins.open, []
+
+class FullDisk(io.FileIO):
+    def write(self, data):
+        if self.tell() + len(data) > 65536:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+def open_(file, mode="r", *args, **kwargs):
+    if mode == "wb" and str(file).endswith(".tmp") and "checkpoints" in str(file):
+        saves.append(file)
+        if len(saves) > 2:  # epoch 0's best.ckpt and last.ckpt fit
+            return FullDisk(file, "wb")
+    return real_open(file, mode, *args, **kwargs)
+
+builtins.open = open_
+"""
+
+
+def test_a_full_disk_mid_save_is_one_message_and_keeps_the_previous_checkpoint(
+    tmp_path: Path,
+) -> None:
+    run_dir = tmp_path / "run"
+    script = tmp_path / "full_disk_train.py"
+    script.write_text("import os, sys\n" + FULL_DISK + RUN_TRAIN)
+
+    result = run(sys.executable, str(script), *SHORT, "trainer.max_epochs=3", "test=false",
+                 f"hydra.run.dir={run_dir}", check=False)  # fmt: skip
+
+    message = error_message(result)  # one line, no traceback
+    assert message.startswith(f"could not save the checkpoint {run_dir / 'checkpoints'}/")
+    assert ": No space left on device (ENOSPC); nothing was overwritten" in message
+    checkpoints = run_dir / "checkpoints"
+    assert not list(checkpoints.glob(".*.tmp"))  # the partial file is gone, its space free
+    assert read_checkpoint(checkpoints / "last.ckpt")["epoch"] == 0  # intact and loadable
+    record = summary(run_dir)
+    assert (record["status"], record["exit_code"]) == ("failed", 1)
+    assert record["error"] == f"CheckpointSaveError: {message}"
+
+
+def test_a_failed_record_write_leaves_the_previous_record_and_no_temporary_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cnnzoo.checkpoint
+    write_job_summary(tmp_path, {"status": "completed"})
+    before = (tmp_path / "summary.json").read_bytes()
+    write_text = Path.write_text
 
-    saves = []
-    real_save = torch.save
+    def disk_full(path: Path, text: str, *args: Any, **kwargs: Any) -> int:
+        write_text(path, text[:10], *args, **kwargs)  # a part of it, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    def save(obj: Any, f: Any) -> None:
-        saves.append(obj["epoch"])
-        if obj["epoch"] == 1:  # epoch 1's checkpoints find the disk full
-            f.write(b"partial")
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real_save(obj, f)
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    with pytest.raises(UserError) as failed:
+        write_job_summary(tmp_path, {"status": "failed"})
 
-    monkeypatch.setattr(cnnzoo.checkpoint.torch, "save", save)
-    with pytest.raises(CheckpointSaveError, match="No space left on device"):
-        run_training(tmp_path / "run", *SHORT, "trainer.max_epochs=3")
-    checkpoints = tmp_path / "run" / "checkpoints"
-    monkeypatch.undo()
-    assert read_checkpoint(checkpoints / "last.ckpt")["epoch"] == 0
-    assert not list(checkpoints.glob(".*.tmp"))
+    assert str(failed.value) == (
+        f"could not write {tmp_path / 'summary.json'}: No space left on device (ENOSPC)"
+    )
+    assert (tmp_path / "summary.json").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_only_the_temporary_files_of_gone_processes_are_removed(tmp_path: Path) -> None:
+    host, old = socket.gethostname(), time.time() - checkpoint.STALE_FOREIGN_TEMP_S - 60
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    temps = {
+        "live": f".last.ckpt.{host}.{os.getpid()}.tmp",  # a save in progress here
+        "gone": f".last.ckpt.{host}.{gone.pid}.tmp",  # a save killed here
+        "elsewhere": ".last.ckpt.node-7.cluster.org.1.tmp",  # another host's, recent
+        "elsewhere-old": ".best.ckpt.node-7.cluster.org.1.tmp",  # another host's, for hours
+    }
+    for name in temps.values():
+        (tmp_path / name).write_bytes(b"partial")
+    os.utime(tmp_path / temps["elsewhere-old"], (old, old))
+
+    removed = checkpoint.remove_stale_temp_files(tmp_path)
+
+    assert sorted(p.name for p in removed) == sorted([temps["gone"], temps["elsewhere-old"]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([temps["live"], temps["elsewhere"]])
+
+
+def test_a_read_only_output_root_is_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "a-file"  # as unwritable as a read-only mount, even for root
+    root.write_text("not a folder")
+    result = run("train", *SHORT, check=False, extra_env={"CNNZOO_ROOT": str(root)})
+    message = error_message(result)
+    assert message.startswith(f"Error: cannot write the output folder {root}/logs/")
+    assert message.endswith("choose a writable one with CNNZOO_ROOT=<folder>, "
+                            "paths.log_dir=<folder> or hydra.run.dir=<folder>")  # fmt: skip
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
+
+
+# --- trackers that cannot write -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_wandb_under_a_read_only_home_warns_and_the_run_completes(tmp_path: Path) -> None:
+    home = tmp_path / "a-file"  # W&B stages tables under ~/.local/share/wandb
+    home.write_text("not a folder")
+    run_dir = tmp_path / "run"
+    result = run("train", *SHORT, "trainer.max_epochs=1", "logger=wandb",
+                 f"hydra.run.dir={run_dir}", extra_env={"HOME": str(home / "home")})  # fmt: skip
+    assert result.returncode == 0
+    assert "W&B could not record test/per_class (PermissionError: " in result.stdout
+    assert summary(run_dir)["status"] == "completed"
+
+
+def test_a_tensorboard_folder_that_cannot_be_written_is_left_out_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    record = run_training(tmp_path / "run", *SHORT, "trainer.max_epochs=1",
+                          "logger=[csv,tensorboard]",
+                          f"logger.tensorboard.save_dir={blocker}/tb")  # fmt: skip
+    assert "test/acc" in record["metrics"]
+    assert f"TensorBoardLogger cannot write to {blocker}/tb (" in caplog.text
+    assert (tmp_path / "run" / "csv" / "version_0" / "metrics.csv").is_file()
 
 
 # --- checkpoint files from elsewhere --------------------------------------------------------------

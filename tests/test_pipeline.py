@@ -85,6 +85,22 @@ def test_last_checkpoint_is_every_epochs_even_when_validation_stops_improving(
     assert read_checkpoint(record["last_ckpt"])["epoch"] == 2
 
 
+def test_a_learning_rate_of_0_trains_and_leaves_the_weights_as_they_were(
+    train_run: Train, tmp_path: Path
+) -> None:
+    from cnnzoo.models import create_model
+
+    start = create_model("lenet", num_classes=10, in_channels=1).state_dict()
+    torch.save(start, tmp_path / "start.pt")
+
+    record = train_run("model.optimizer.lr=0", f"model.net.weights={tmp_path / 'start.pt'}")
+
+    trained = read_checkpoint(record["last_ckpt"])
+    assert trained["global_step"] > 0  # it trained: steps taken, optimizer state kept
+    for name, value in start.items():
+        torch.testing.assert_close(trained["state_dict"][f"net.{name}"], value, rtol=0, atol=0)
+
+
 def test_a_run_without_validation_saves_last_and_tests_it(train_run: Train) -> None:
     record = train_run("data.val_size=0", "trainer.max_epochs=2")
     assert record["best_ckpt"] is None

@@ -1,6 +1,6 @@
 """`predict.py` classifies image files with the checkpoint's own preprocessing, printing JSON
-alone on stdout and writing nothing else; `export.py` from the command line (the formats
-themselves: test_export.py)."""
+alone on stdout and writing nothing else, skipping hostile files by name; `export.py` from the
+command line (the formats themselves: test_export.py)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli import run
+from cli import error_message, run
 from conftest import Compose
+from dataset_files import write_imagefolder, write_png_bomb
 from PIL import Image
 
 from cnnzoo.checkpoint import load_classifier
 from cnnzoo.errors import UserError
+from cnnzoo.eval import evaluate
 from cnnzoo.export import export
 from cnnzoo.predict import predict
 
@@ -71,6 +73,61 @@ def test_predict_without_images_says_so(ckpt: Path, tmp_path: Path, compose_cfg:
     cfg = compose_cfg(f"ckpt_path={ckpt}", f"inputs={tmp_path}", config="predict")
     with pytest.raises(UserError, match="no image files found"):
         predict(cfg)
+
+
+def test_predict_skips_bombs_and_broken_files_by_name_and_predicts_the_rest(
+    ckpt: Path, digits: tuple[Path, list[int]], tmp_path: Path, compose_cfg: Compose
+) -> None:
+    folder, _ = digits
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for image in folder.glob("[0-3].*"):
+        (photos / image.name).write_bytes(image.read_bytes())
+    bombs = [write_png_bomb(photos / f"bomb{side}.png", side) for side in (10_000, 20_000)]
+    (photos / "empty.png").write_bytes(b"")
+    (photos / "loop").symlink_to("..")  # a folder link back up is not followed
+    cfg = compose_cfg(f"ckpt_path={ckpt}", f"inputs={photos}", config="predict")
+
+    results = {Path(r["path"]).name: r for r in predict(cfg)}
+
+    assert sorted(results) == ["0.png", "1.jpg", "2.png", "3.png", *sorted(p.name for p in [
+        *bombs, photos / "empty.png"])]  # fmt: skip
+    for name in ("bomb10000.png", "bomb20000.png"):
+        assert "top_k" not in results[name]
+        assert results[name]["error"].startswith("DecompressionBombError: Image size")
+    assert results["empty.png"]["error"].startswith("UnidentifiedImageError")
+    assert all(len(results[name]["top_k"]) == 5 for name in ("0.png", "1.jpg", "2.png", "3.png"))
+
+
+def test_predict_and_eval_refuse_data_of_other_channels_in_the_same_one_line(
+    ckpt: Path, tmp_path: Path, compose_cfg: Compose
+) -> None:
+    loose = tmp_path / "loose.ckpt"  # outside its run dir: the data is the command line's
+    loose.write_bytes(ckpt.read_bytes())
+    rgb = write_imagefolder(tmp_path / "rgb", tuple("0123456789"), 2, splits=(), size=28)
+    data = ["data=imagefolder", f"data.path={rgb}", "data.image_size=28"]
+    expected = (
+        f"{loose} holds a model with model.net.in_channels=1 but ImageFolderDataModule has "
+        "in_channels=3; give the data it was trained on (data=…), or leave data= out to use "
+        "its run's"
+    )
+
+    result = run("predict", f"ckpt_path={loose}", f"inputs={rgb}", *data, check=False)
+
+    assert error_message(result) == expected
+    cfg = compose_cfg(f"ckpt_path={loose}", f"paths.output_dir={tmp_path}", *data, config="eval")
+    with pytest.raises(UserError) as refused:
+        evaluate(cfg)
+    assert str(refused.value) == expected
+
+
+def test_predict_to_an_unwritable_file_is_one_line(
+    ckpt: Path, digits: tuple[Path, list[int]], tmp_path: Path
+) -> None:
+    folder, _ = digits
+    result = run("predict", f"ckpt_path={ckpt}", f"inputs={folder}/0.png", f"output={tmp_path}",
+                 check=False)  # fmt: skip
+    assert error_message(result) == f"could not write output={tmp_path}: Is a directory (EISDIR)"
 
 
 def test_export_to_onnx_writes_the_model_and_its_preprocessing(

@@ -141,3 +141,23 @@ def test_report_of_a_directory_without_runs_fails_clearly(tmp_path: Path) -> Non
     result = run("-m cnnzoo.report", str(tmp_path), check=False)
     assert result.returncode == 1
     assert "no runs" in result.stderr
+
+
+def test_damaged_records_are_skipped_naming_them(tmp_path: Path) -> None:
+    for job, model in (("0", "lenet"), ("1", "mlp"), ("2", "alexnet"), ("3", "vgg")):
+        _fake_run(tmp_path / job, [f"model={model}"], {"test/acc": 0.9})
+    (tmp_path / "1" / "summary.json").write_text("")  # a full disk's empty file
+    (tmp_path / "2" / "summary.json").write_text('{"status": "compl')  # a cut one
+    with open(tmp_path / "3" / "csv" / "version_0" / "metrics.csv", "a") as f:
+        f.write("3,3,not-a-number,,,\n")  # a damaged row: the rows before it still count
+
+    result = run("-m cnnzoo.report", str(tmp_path))
+
+    assert set(_rows(tmp_path / "report")) == {"0", "3"}
+    warnings = [line for line in result.stderr.splitlines() if "cannot be read" in line]
+    assert [line.split(" ")[0] for line in warnings] == [
+        str(tmp_path / "1" / "summary.json"),
+        str(tmp_path / "2" / "summary.json"),
+        str(tmp_path / "3" / "csv" / "version_0" / "metrics.csv"),
+    ]
+    assert "Traceback" not in result.stderr

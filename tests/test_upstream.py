@@ -2,15 +2,16 @@
 
 Every ``# Workaround:`` comment in ``src/`` names one test here, with the version the behaviour
 was measured on (lightning 2.6.6, hydra-core 1.3.8, torchmetrics 1.9.0, wandb 0.31.0,
-fsspec 2026.9.0, torch 2.14.1). A test here **fails the day upstream changes**: its docstring
-says what to do then — usually drop the workaround (and the test); for a private API cnnzoo
-relies on, adapt cnnzoo to its new shape. Each calls the upstream code as narrowly as it can,
-so that the file runs in seconds.
+fsspec 2026.9.0, torch 2.14.1, pillow 13.0.0). A test here **fails the day upstream changes**:
+its docstring says what to do then — usually drop the workaround (and the test); for a private
+API cnnzoo relies on, adapt cnnzoo to its new shape. Each calls the upstream code as narrowly
+as it can, so that the file runs in seconds.
 """
 
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
 import shutil
@@ -494,6 +495,27 @@ def test_hydra_refuses_null_for_a_config_group() -> None:
         compose_config("logger=null")
 
 
+class RaiseAtRunStart(Callback):
+    """A Hydra callback that fails at the start of a run."""
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), "/read-only/logs")
+
+
+def test_hydra_turns_an_exception_in_a_callback_into_a_warning() -> None:
+    """An exception raised in a callback's hook is a warning, and the run goes on. When this
+    fails (it stops the run), ``cnnzoo.console.WritableOutputDir`` may raise its ``UserError``
+    instead of printing it and exiting."""
+    from hydra._internal.callbacks import Callbacks
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.create(
+        {"hydra": {"callbacks": {"fails": {"_target_": f"{__name__}.RaiseAtRunStart"}}}}
+    )
+    with pytest.warns(UserWarning, match="RaiseAtRunStart.on_run_start raised OSError"):
+        Callbacks(config).on_run_start(config=config, config_name="app")
+
+
 class RecordMultirunEnd(Callback):
     """A Hydra callback that notes whether the multirun's end was announced."""
 
@@ -570,3 +592,44 @@ def test_hydras_private_basic_sweeper_still_fits_cnnzoos(tmp_path: Path) -> None
         "x=3 +y=a",
         "x=3 +y=b",
     ]
+
+
+# --- torch and PIL --------------------------------------------------------------------------------
+
+
+class FullDisk(io.FileIO):
+    """A file on a disk that is full after 1 kB."""
+
+    def write(self, data: Any) -> int:
+        if self.tell() + len(data) > 1024:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+def test_torch_save_on_a_full_disk_raises_a_runtime_error(tmp_path: Path) -> None:
+    """``torch.save`` turns the writer's ``OSError`` (ENOSPC) into a ``RuntimeError`` of its zip
+    writer, the ``OSError`` only its context. When this fails (it raises the ``OSError``),
+    ``cnnzoo.checkpoint.AtomicCheckpointIO.save_checkpoint`` may catch ``OSError`` alone."""
+    with pytest.raises(RuntimeError) as raised, FullDisk(tmp_path / "x.tmp", "wb") as f:
+        torch.save({"weights": torch.zeros(10_000)}, f)
+    assert isinstance(raised.value.__context__, OSError)
+    assert raised.value.__context__.errno == errno.ENOSPC
+
+
+def test_pil_only_warns_of_an_image_under_twice_its_pixel_limit(tmp_path: Path) -> None:
+    """PIL refuses an image over twice ``Image.MAX_IMAGE_PIXELS`` (``DecompressionBombError``)
+    but only warns of one over the limit, and then decodes it (gigabytes). When this fails (it
+    refuses both), ``cnnzoo.data.image_files._open_header`` need not check the size itself."""
+    from dataset_files import write_png_bomb
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    assert limit is not None
+    side = int((1.5 * limit) ** 0.5)
+    with (
+        pytest.warns(Image.DecompressionBombWarning),
+        Image.open(write_png_bomb(tmp_path / "over.png", side)) as image,
+    ):
+        assert image.size == (side, side)
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(write_png_bomb(tmp_path / "twice.png", int((2.1 * limit) ** 0.5)))

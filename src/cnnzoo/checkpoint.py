@@ -8,7 +8,8 @@
   empty, truncated or foreign file into one message; ``check_targets`` refuses any ``_target_`` in
   a checkpoint's (or a run's saved) config outside an allowlist, so a shared file runs no code.
 - ``load_classifier`` rebuilds the ``ImageClassifier`` of a checkpoint: what eval, predict, export
-  and the test at the end of training all use.
+  and the test at the end of training all use; ``load_for_inference`` adds the datamodule of the
+  checkpoint's run (``data_from_run``), checked against the model.
 - Resuming (which checkpoint, which run dir) is decided in ``cnnzoo.resume``.
 """
 
@@ -17,17 +18,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnzoo.errors import UserError
+from cnnzoo.records import TEMP_SUFFIX, temp_file, write_failure
 
 if TYPE_CHECKING:
+    from cnnzoo.data.base import ImageDataModule
     from cnnzoo.module import ImageClassifier
 
 __all__ = [
@@ -36,7 +41,9 @@ __all__ = [
     "CheckpointSaveError",
     "check_targets",
     "config_targets",
+    "data_from_run",
     "load_classifier",
+    "load_for_inference",
     "read_checkpoint",
     "remove_stale_temp_files",
     "run_config",
@@ -54,7 +61,6 @@ ALLOWED_TARGETS = (
     "torch.nn.",
     "torch.optim.",
 )
-TEMP_SUFFIX = ".tmp"
 
 
 class CheckpointSaveError(UserError):
@@ -64,13 +70,19 @@ class CheckpointSaveError(UserError):
 # Workaround: Lightning's save writes its temporary file in the system temp dir and swallows a
 # PermissionError (measured on lightning 2.6.6, fsspec 2026.9.0; tests/test_upstream.py::
 # test_lightnings_checkpoint_save_writes_its_temporary_file_in_the_system_temp_dir, ::
-# test_lightnings_checkpoint_save_swallows_a_permission_error)
+# test_lightnings_checkpoint_save_swallows_a_permission_error); torch.save raises a RuntimeError
+# on a full disk (torch 2.14.1; ::test_torch_save_on_a_full_disk_raises_a_runtime_error)
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's torch checkpoint IO, with saves that are atomic in the destination folder.
 
     Lightning's own save writes through a temporary file that fsspec puts in the system temp dir,
     then moves it: across filesystems the move is a copy, and a kill during it leaves a truncated
-    checkpoint; a permission error is swallowed. Remote paths (``s3://``...) keep Lightning's way.
+    checkpoint; a permission error is swallowed. Here the temporary file is
+    ``.<name>.<host>.<pid>.tmp`` beside the destination (``remove_stale_temp_files`` knows its
+    owner by that name). Whatever the writer raises (``torch.save`` on a full disk raises a
+    ``RuntimeError``), the temporary file is removed — a full disk gets its space back — and one
+    ``CheckpointSaveError`` names the file and the reason; the previous file is left as it was.
+    Remote paths (``s3://``...) keep Lightning's way.
     """
 
     def save_checkpoint(
@@ -80,7 +92,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options=storage_options)
             return
         path = Path(path)
-        temp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+        temp = temp_file(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(temp, "wb") as f:
@@ -88,15 +100,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(temp, path)
-            _fsync_dir(path.parent)
-        except OSError as error:
+        except BaseException as error:
             with contextlib.suppress(OSError):
                 temp.unlink()
-            reason = error.strerror or str(error)
+            if not isinstance(error, Exception):
+                raise  # Ctrl-C, SystemExit: not a save failure
             raise CheckpointSaveError(
-                f"could not save the checkpoint {path}: {reason}; nothing was overwritten, and "
-                "the run stopped so that no more training goes unsaved"
+                f"could not save the checkpoint {path}: {write_failure(error)}; nothing was "
+                "overwritten, and the run stopped so that no more training goes unsaved"
             ) from error
+        _fsync_dir(path.parent)
 
     def remove_checkpoint(self, path: Any) -> None:
         # ModelCheckpoint removes a file it replaces; a missing one is not an error
@@ -106,16 +119,32 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().remove_checkpoint(path)
 
 
+# a temporary file of another host's save is only known dead by its age: a save in progress
+# writes to it all the time, and a save takes minutes, not hours
+STALE_FOREIGN_TEMP_S = 6 * 3600
+
+
 def remove_stale_temp_files(folder: str | Path) -> list[Path]:
-    """Remove the temporary files of saves whose process is gone (a kill mid-save), never a
-    live process's in-flight save. Returns what was removed."""
+    """Remove the temporary files (``.<name>.<host>.<pid>.tmp``) of saves whose process is gone
+    — a save killed halfway — never a live process's save in progress: one of this host whose
+    pid is not running, or one of another host (or unnamed) untouched for
+    ``STALE_FOREIGN_TEMP_S``. Returns what was removed."""
+    host = socket.gethostname()
     removed = []
     for temp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
-        owner = temp.name.removesuffix(TEMP_SUFFIX).rsplit(".", 1)[-1]
-        if owner.isdigit() and _alive(int(owner)):
-            continue
-        temp.unlink(missing_ok=True)
-        removed.append(temp)
+        stem, _, pid = temp.name.removesuffix(TEMP_SUFFIX).rpartition(".")
+        try:
+            age = time.time() - temp.stat().st_mtime
+        except OSError:
+            continue  # gone already
+        if stem.endswith(f".{host}") and pid.isdigit():
+            stale = not _alive(int(pid))
+        else:
+            stale = age > STALE_FOREIGN_TEMP_S
+        if stale:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+                removed.append(temp)
     return removed
 
 
@@ -234,3 +263,39 @@ def run_config(ckpt_path: str | Path, trusted: Sequence[str] = ()) -> DictConfig
     config = cast(DictConfig, OmegaConf.load(saved))
     check_targets(OmegaConf.to_container(config.get("data") or {}), source=saved, trusted=trusted)
     return config
+
+
+def data_from_run(cfg: DictConfig, ckpt_path: str | Path) -> None:
+    """Replace ``cfg.data`` by that of the run that wrote ``ckpt_path``, unless ``data=…`` is on
+    the command line (or the file is not inside a run directory)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from cnnzoo.records import override_key
+
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    if any(override_key(o).split(".")[0].split("/")[0] == "data" for o in overrides):
+        return
+    run_cfg = run_config(ckpt_path, cfg.get("trusted_targets") or ())
+    if run_cfg is None:
+        return
+    log.info("Using the data config of the training run: %s", run_cfg.data._target_)
+    with open_dict(cfg):
+        # keep this machine's paths: the run may come from elsewhere
+        cfg.data = OmegaConf.merge(run_cfg.data, {"data_dir": cfg.data.data_dir})
+
+
+def load_for_inference(cfg: DictConfig) -> tuple[ImageClassifier, ImageDataModule]:
+    """What eval, predict and export start from: the ``ImageClassifier`` of ``cfg.ckpt_path``
+    (CPU, eval mode) and the datamodule of its run (or of ``data=…``; not set up), checked
+    against each other — a model of other channels or classes than the data is one message."""
+    from hydra.utils import instantiate
+
+    from cnnzoo.errors import user_errors
+
+    ckpt_path = Path(cfg.ckpt_path)
+    model = load_classifier(ckpt_path, cfg.get("trusted_targets") or ())
+    data_from_run(cfg, ckpt_path)
+    with user_errors("data"):
+        datamodule: ImageDataModule = instantiate(cfg.data)
+    datamodule.check_against(model.hparams, checkpoint=ckpt_path)
+    return model, datamodule

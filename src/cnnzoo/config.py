@@ -151,7 +151,7 @@ def validate(cfg: DictConfig) -> None:
         ("data.mix_prob", _NUMBER, "in [0, 1]", lambda v: 0 <= v <= 1),
         ("data.random_erasing", _NUMBER, "in [0, 1]", lambda v: 0 <= v <= 1),
         ("data.crop_padding", _INT, ">= 0", lambda v: v >= 0),
-        ("model.optimizer.lr", _NUMBER, "> 0", lambda v: v > 0),
+        ("model.optimizer.lr", _NUMBER, ">= 0", lambda v: v >= 0),
         ("model.optimizer.weight_decay", _NUMBER, ">= 0", lambda v: v >= 0),
         ("model.optimizer.momentum", _NUMBER, "in [0, 1)", lambda v: 0 <= v < 1),
         ("model.label_smoothing", _NUMBER, "in [0, 1)", lambda v: 0 <= v < 1),

@@ -5,15 +5,25 @@ filtered out — each one by its text and origin, so every other warning still s
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
 
 from cnnzoo.errors import UserError
 
-__all__ = ["prepare_command_line", "quiet_third_party_messages", "quietly"]
+__all__ = [
+    "WritableOutputDir",
+    "prepare_command_line",
+    "quiet_third_party_messages",
+    "quietly",
+]
 
 # groups that may be switched off entirely: `logger=null` reads naturally, but Hydra refuses
 # null for a config group; its own spelling is `~logger`.
@@ -127,3 +137,36 @@ def one_line_errors() -> Iterator[None]:
         yield
     except UserError as error:
         user_error_exit(error)
+
+
+# Workaround: Hydra turns an exception raised in a callback into a warning and goes on (measured
+# on hydra-core 1.3.8; tests/test_upstream.py::
+# test_hydra_turns_an_exception_in_a_callback_into_a_warning): the line is printed here and the
+# process exits 1, as Hydra does for its own errors
+class WritableOutputDir(Callback):
+    """Hydra callback: the run's (or sweep's) folder is made before Hydra makes it, so that one
+    that cannot be written (a read-only ``CNNZOO_ROOT``) is one line naming it and the key that
+    moves it, not Hydra's page of chained tracebacks."""
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        _writable_folder(Path(str(config.hydra.run.dir)), "hydra.run.dir")
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        _writable_folder(Path(str(config.hydra.sweep.dir)), "hydra.sweep.dir")
+
+
+def _writable_folder(folder: Path, key: str) -> None:
+    from cnnzoo.records import write_failure
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(13, os.strerror(13), str(folder))
+    except OSError as error:
+        user_error_exit(
+            UserError(
+                f"cannot write the output folder {folder}: {write_failure(error)}; choose a "
+                f"writable one with CNNZOO_ROOT=<folder>, paths.log_dir=<folder> or "
+                f"{key}=<folder>"
+            )
+        )

@@ -3,9 +3,9 @@
 Reports top-1/top-5 accuracy, macro F1 and per-class accuracy, and writes the confusion matrix
 (CSV and PNG) and a grid of the most confidently misclassified images to ``<eval dir>/test_report``.
 
-The network is rebuilt from the checkpoint's own hyperparameters (``cnnzoo.checkpoint``: nothing
-outside cnnzoo's allowlist is instantiated). The data config is the training run's (read from
-``<run dir>/.hydra/config.yaml``) unless ``data=…`` is given on the command line.
+The network is rebuilt from the checkpoint's own hyperparameters and the data config is the
+training run's (``<run dir>/.hydra/config.yaml``) unless ``data=…`` is given on the command line
+(``cnnzoo.checkpoint.load_for_inference``: nothing outside cnnzoo's allowlist is instantiated).
 """
 
 from __future__ import annotations
@@ -19,45 +19,25 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
 from cnnzoo import console
 from cnnzoo.callbacks.test_report import TestReport
-from cnnzoo.checkpoint import load_classifier, run_config
+from cnnzoo.checkpoint import load_for_inference
 from cnnzoo.config import CONFIG_PATH
 from cnnzoo.errors import user_errors
 from cnnzoo.records import write_job_summary
 from cnnzoo.trackers import instantiate_loggers
 
-__all__ = ["data_from_run", "evaluate", "main"]
+__all__ = ["evaluate", "main"]
 
 log = logging.getLogger(__name__)
 
 
-def data_from_run(cfg: DictConfig, ckpt_path: Path) -> None:
-    """Replace ``cfg.data`` by the training run's, unless ``data=…`` is on the command line."""
-    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    chosen_on_command_line = any(
-        override.split("=", 1)[0].lstrip("+~").split(".", 1)[0] == "data" for override in overrides
-    )
-    if chosen_on_command_line:
-        return
-    run_cfg = run_config(ckpt_path, cfg.get("trusted_targets") or ())
-    if run_cfg is None:
-        return
-    log.info("Using the data config of the training run: %s", run_cfg.data._target_)
-    with open_dict(cfg):
-        # keep this machine's paths: the run may come from elsewhere
-        cfg.data = OmegaConf.merge(run_cfg.data, {"data_dir": cfg.data.data_dir})
-
-
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    ckpt_path = Path(cfg.ckpt_path)
-    model = load_classifier(ckpt_path, cfg.get("trusted_targets") or ())
+    model, datamodule = load_for_inference(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    data_from_run(cfg, ckpt_path)
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
     report = TestReport(dirpath=str(Path(cfg.paths.output_dir) / "test_report"))
     loggers = instantiate_loggers(cfg.get("logger"), run_dir=cfg.paths.output_dir)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[report])
@@ -66,7 +46,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     per_class = _read_per_class(Path(cfg.paths.output_dir) / "test_report" / "per_class.csv")
     for row in per_class:
         log.info("class %-12s accuracy %.4f  f1 %.4f", row["class"], row["accuracy"], row["f1"])
-    return {"ckpt_path": str(ckpt_path), "metrics": metrics, "per_class": per_class}
+    return {"ckpt_path": str(cfg.ckpt_path), "metrics": metrics, "per_class": per_class}
 
 
 def _read_per_class(path: Path) -> list[dict[str, Any]]:
@@ -83,7 +63,7 @@ def _read_per_class(path: Path) -> list[dict[str, Any]]:
 def _main(cfg: DictConfig) -> None:
     with user_errors():
         record = evaluate(cfg)
-    write_job_summary(HydraConfig.get().runtime.output_dir, record)
+        write_job_summary(HydraConfig.get().runtime.output_dir, record)
 
 
 def main() -> None:

@@ -25,9 +25,9 @@ from torch import Tensor, nn
 from torch.export import Dim
 
 from cnnzoo import console
+from cnnzoo.checkpoint import load_for_inference
 from cnnzoo.config import CONFIG_PATH
 from cnnzoo.errors import UserError, user_errors
-from cnnzoo.predict import load_for_inference
 
 __all__ = ["FORMATS", "export", "export_net", "main", "to_onnx", "to_pt2"]
 

@@ -9,101 +9,40 @@ evaluation transform of training. Prints the top-k classes per image; ``--json``
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import hydra
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
-from torch import Tensor
 
 from cnnzoo import console
-from cnnzoo.checkpoint import load_classifier
+from cnnzoo.checkpoint import load_for_inference
 from cnnzoo.config import CONFIG_PATH
+from cnnzoo.data.image_files import UnreadableImage, find_images, load_image
 from cnnzoo.errors import UserError, user_errors
-from cnnzoo.eval import data_from_run
-from cnnzoo.module import ImageClassifier, split_logits
+from cnnzoo.module import split_logits
+from cnnzoo.records import write_failure
 
-if TYPE_CHECKING:
-    from cnnzoo.data.base import ImageDataModule
-
-__all__ = ["IMAGE_SUFFIXES", "find_images", "load_for_inference", "main", "predict"]
+__all__ = ["main", "predict"]
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-
-def load_for_inference(cfg: DictConfig) -> tuple[ImageClassifier, ImageDataModule]:
-    """The checkpoint's model (eval mode, on CPU) and its datamodule (not set up)."""
-    ckpt_path = Path(cfg.ckpt_path)
-    model = load_classifier(ckpt_path, cfg.get("trusted_targets") or ())
-    data_from_run(cfg, ckpt_path)
-    datamodule: ImageDataModule = instantiate(cfg.data)
-    return model, datamodule
-
-
-def find_images(inputs: str) -> list[Path]:
-    """An image file, every image in a folder (recursively), or the images a glob matches."""
-    path = Path(inputs)
-    if path.is_file():
-        return [path]
-    candidates = (
-        sorted(path.rglob("*"))
-        if path.is_dir()
-        else sorted(Path(p) for p in glob.glob(inputs, recursive=True))
-    )
-    images = [p for p in candidates if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    if not images:
-        raise UserError(
-            f"inputs={inputs}: no image files found; give an image file, a folder or a glob "
-            f"(e.g. 'photos/*.jpg') of {', '.join(IMAGE_SUFFIXES)} files"
-        )
-    return images
-
-
-def eval_transform(datamodule: ImageDataModule) -> Callable[[Any], Tensor]:
-    """The datamodule's evaluation transform (PIL image -> normalised ``C x H x W`` tensor)."""
-    if hasattr(datamodule, "sample_transforms"):
-        return datamodule.sample_transforms(train=False)
-    from torchvision.transforms import v2
-
-    size = datamodule.image_size
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.Resize(size, antialias=True),
-            v2.CenterCrop(size),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(list(datamodule.mean), list(datamodule.std)),
-        ]
-    )
-
-
-def _read(path: Path, in_channels: int) -> Any:
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        # palette, alpha, 16-bit and CMYK images all become the data's own mode
-        return image.convert("L" if in_channels == 1 else "RGB")
 
 
 @torch.inference_mode()
 def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     """Top-k predictions per image: ``[{"path", "top_k": [{"class", "index", "probability"}]}]``.
 
-    An unreadable file gets an ``error`` entry instead; the others are still classified.
+    A file that cannot be decoded, or is over PIL's pixel limit (a decompression bomb), gets an
+    ``error`` entry instead (``{"path", "error"}``) and a warning; the others are classified.
     """
     paths = find_images(str(cfg.inputs))
     model, datamodule = load_for_inference(cfg)
-    transform = eval_transform(datamodule)
+    transform = datamodule.eval_transform()
+    mode = "L" if datamodule.in_channels == 1 else "RGB"
     names = [str(name) for name in getattr(datamodule, "class_names", None) or []]
     num_classes = int(model.hparams["num_classes"])
     if len(names) != num_classes:
@@ -123,11 +62,13 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
         batch, kept = [], []
         for path in paths[start : start + int(cfg.batch_size)]:
             try:
-                batch.append(transform(_read(path, datamodule.in_channels)))
-                kept.append(path)
-            except (OSError, ValueError) as error:
+                image = load_image(path, mode, exif_transpose=True)
+            except UnreadableImage as error:
                 log.warning("Skipping %s: %s", path, error)
-                results.append({"path": str(path), "error": f"{type(error).__name__}: {error}"})
+                results.append({"path": str(path), "error": str(error)})
+                continue
+            batch.append(transform(image))
+            kept.append(path)
         if not batch:
             continue
         logits, _ = split_logits(model(torch.stack(batch).to(device)))
@@ -160,9 +101,16 @@ def _main(cfg: DictConfig) -> None:
     with user_errors():
         results = predict(cfg)
     if cfg.get("output"):
-        Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.output).write_text(json.dumps(results, indent=2) + "\n")
-        log.info("Wrote %d predictions to %s", len(results), cfg.output)
+        output = Path(cfg.output)
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(json.dumps(results, indent=2) + "\n")
+        except OSError as error:
+            raise UserError(f"could not write output={output}: {write_failure(error)}") from None
+        log.info("Wrote %d predictions to %s", len(results), output)
+    bad = sum("error" in result for result in results)
+    if bad:
+        log.warning("%d of %d images could not be read (named above): skipped", bad, len(results))
     if cfg.get("json"):
         print(json.dumps(results, indent=2))
     elif not cfg.get("output"):

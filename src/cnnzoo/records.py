@@ -36,6 +36,7 @@ __all__ = [
     "SIGINT_EXIT",
     "SIGTERM_EXIT",
     "SWEEP_PLAN",
+    "TEMP_SUFFIX",
     "Outcome",
     "RunAttempt",
     "RunLock",
@@ -45,7 +46,9 @@ __all__ = [
     "one_line",
     "outcome_of",
     "read_job_summary",
+    "temp_file",
     "varying_overrides",
+    "write_failure",
     "write_job_summary",
     "write_sweep_plan",
     "write_sweep_summary",
@@ -151,12 +154,47 @@ def varying_overrides(jobs: Sequence[Sequence[str]]) -> list[list[str]]:
     return [[job[key] for key in varied if key in job] for job in parsed]
 
 
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_file(path: Path) -> Path:
+    """Where this process writes ``path`` before renaming it into place:
+    ``.<name>.<host>.<pid>.tmp`` beside it, so that its owner is known
+    (``cnnzoo.checkpoint.remove_stale_temp_files``)."""
+    return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}{TEMP_SUFFIX}")
+
+
+def write_failure(error: BaseException) -> str:
+    """Why a write failed, in words: the OS error somewhere in the chain (``torch.save`` on a
+    full disk raises a ``RuntimeError`` whose context is the ``OSError``), by its message and
+    errno name (``No space left on device (ENOSPC)``); else the error's type and first line."""
+    seen: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in seen:
+        if isinstance(current, OSError) and current.errno is not None:
+            name = errno.errorcode.get(current.errno, str(current.errno))
+            return f"{current.strerror or os.strerror(current.errno)} ({name})"
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
 def _write_atomically(path: Path, text: str) -> None:
-    """Readers (a report, a sweep's other jobs) never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(text)
-    os.replace(temp, path)
+    """Readers (a report, a sweep's other jobs) never see a half-written file. A write that
+    fails (full disk, read-only folder) leaves no temporary file and the previous file as it
+    was, and is one ``UserError`` naming the file and the reason."""
+    temp = temp_file(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp.write_text(text)
+        os.replace(temp, path)
+    except OSError as error:
+        from cnnzoo.errors import UserError
+
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise UserError(f"could not write {path}: {write_failure(error)}") from error
 
 
 def write_job_summary(output_dir: str | Path, record: dict[str, Any]) -> Path:

@@ -30,6 +30,7 @@ from cnnzoo.records import (
     override_key,
     read_job_summary,
     varying_overrides,
+    write_failure,
 )
 from cnnzoo.study import STUDY_DB, study_storage, sweep_study
 
@@ -46,7 +47,13 @@ IDENTITY_KEYS = ("optuna_trial",)
 
 
 def _yaml(path: Path) -> Any:
-    return OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path))
+    except Exception as error:  # a damaged file: OmegaConf's and yaml's errors of every kind
+        log.warning("%s cannot be read (%s): left out of the report", path, error)
+        return None
 
 
 def _first(metrics: dict[str, float], keys: tuple[str, ...]) -> float | None:
@@ -62,14 +69,19 @@ def _read_metrics_csv(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]]
     curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
     stats: dict[str, float] = {}
     for metrics_csv in sorted(run_dir.glob("csv/version_*/metrics.csv")):
-        with open(metrics_csv, newline="") as f:
-            for line in csv.DictReader(f):
-                for name in CURVE_METRICS:
-                    if line.get(name) and line.get("epoch"):
-                        curves[name].append((int(float(line["epoch"])), float(line[name])))
-                for name in STAT_METRICS:
-                    if line.get(name):
-                        stats[name] = float(line[name])
+        try:
+            with open(metrics_csv, newline="") as f:
+                for line in csv.DictReader(f):
+                    for name in CURVE_METRICS:
+                        if line.get(name) and line.get("epoch"):
+                            curves[name].append((int(float(line["epoch"])), float(line[name])))
+                    for name in STAT_METRICS:
+                        if line.get(name):
+                            stats[name] = float(line[name])
+        except (OSError, ValueError, csv.Error) as error:
+            log.warning(
+                "%s cannot be read (%s): its rows from there on are left out", metrics_csv, error
+            )
     return dict(curves), stats
 
 
@@ -80,8 +92,8 @@ def collect_runs(root: Path) -> list[dict[str, Any]]:
         run_dir = summary.parent
         if "report" in run_dir.relative_to(root).parts:
             continue
-        record = json.loads(summary.read_text())
-        if "metrics" not in record and "status" not in record:
+        record = read_job_summary(run_dir)  # a damaged one: None, and a warning naming it
+        if record is None or ("metrics" not in record and "status" not in record):
             continue
         metrics = {k: v for k, v in (record.get("metrics") or {}).items() if "_step" not in k}
         hydra_cfg = _yaml(run_dir / ".hydra" / "hydra.yaml") or {}
@@ -129,6 +141,12 @@ def _not_started(sweep_dir: Path, recorded: set[str]) -> list[dict[str, Any]]:
     plan = sweep_dir / SWEEP_PLAN
     if not plan.is_file():
         return []
+    try:
+        planned = json.loads(plan.read_text())
+        jobs = {str(number): list(overrides) for number, overrides in planned.items()}
+    except (OSError, ValueError, AttributeError, TypeError) as error:
+        log.warning("%s cannot be read (%s): jobs never started are not listed", plan, error)
+        return []
     return [
         {
             "run": number,
@@ -143,7 +161,7 @@ def _not_started(sweep_dir: Path, recorded: set[str]) -> list[dict[str, Any]]:
             "metrics": {},
             "curves": {},
         }
-        for number, overrides in json.loads(plan.read_text()).items()
+        for number, overrides in jobs.items()
         if number not in recorded
     ]
 
@@ -301,14 +319,15 @@ def _search_section(studies: list[Any], rows: list[dict[str, Any]], out: Path) -
     return md
 
 
-def write_report(root: str | Path) -> Path:
-    """Write the report of every run under ``root`` to ``root/report`` and return that dir."""
+def write_report(root: str | Path, rows: list[dict[str, Any]] | None = None) -> Path:
+    """Write the report of every run under ``root`` (``rows``: ``collect_runs(root)``, when
+    already collected) to ``root/report`` and return that dir."""
     root = Path(root)
     out = root / "report"
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.png"):  # figures an earlier report drew that this one may not
         stale.unlink(missing_ok=True)  # (another search worker may be writing the same report)
-    rows = collect_runs(root)
+    rows = collect_runs(root) if rows is None else rows
     _, shared = run_labels([row["overrides"] for row in rows])
     metric_names = sorted({name for row in rows for name in row["metrics"]})
     columns = [
@@ -394,9 +413,13 @@ def main(argv: list[str] | None = None) -> None:
     if not args.dir.is_dir():
         parser.error(f"{args.dir}: no such directory")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if not collect_runs(args.dir):
+    rows = collect_runs(args.dir)
+    if not rows:
         parser.exit(1, f"no runs (summary.json files) found under {args.dir}\n")
-    out = write_report(args.dir)
+    try:
+        out = write_report(args.dir, rows)
+    except OSError as error:
+        parser.exit(1, f"could not write {args.dir / 'report'}: {write_failure(error)}\n")
     print(f"Wrote {out}/report.md")
 
 

@@ -8,6 +8,7 @@ the TensorBoard log's folder (their newest ``version_<n>``), from the checkpoint
 from __future__ import annotations
 
 import csv
+import errno
 import importlib.util
 import logging
 import netrc
@@ -15,6 +16,8 @@ import os
 import re
 import secrets
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,9 +31,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnzoo.errors import UserError
+from cnnzoo.records import write_failure
 
 __all__ = [
     "WANDB_ID_FILE",
+    "best_effort",
     "finish_wandb_run",
     "instantiate_callbacks",
     "instantiate_loggers",
@@ -55,6 +60,45 @@ def require_extra(module: str, extra: str, feature: str) -> None:
             f"{feature} needs the package '{module}', which is not installed: "
             f"pip install 'cnnzoo[{extra}]' (or 'cnnzoo[all]')"
         )
+
+
+@contextmanager
+def best_effort(tracker: str, what: str) -> Iterator[None]:
+    """A tracker that cannot write (W&B's staging folder under a read-only HOME, a full disk)
+    loses ``what`` with a warning; the run goes on, and its own files keep everything."""
+    try:
+        yield
+    except Exception as error:
+        # the tracker's own words: W&B's say which variable moves its folder
+        lines = str(error).strip().splitlines()
+        log.warning(
+            "%s could not record %s (%s: %s); the run goes on without it",
+            tracker,
+            what,
+            type(error).__name__,
+            lines[0] if lines else write_failure(error),
+        )
+
+
+def _can_write(logger: Logger) -> bool:
+    """Whether the folder a logger writes to can be created and written; if not, one warning
+    and the run goes on without that logger (an unwritable ``save_dir`` given to TensorBoard)."""
+    save_dir = getattr(logger, "save_dir", None)
+    if save_dir is None or "://" in str(save_dir):
+        return True
+    try:
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        if not os.access(save_dir, os.W_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(save_dir))
+    except OSError as error:
+        log.warning(
+            "%s cannot write to %s (%s): it is off for this run",
+            type(logger).__name__,
+            save_dir,
+            write_failure(error),
+        )
+        return False
+    return True
 
 
 def _targets(cfg: DictConfig | None, group: str) -> list[DictConfig]:
@@ -217,6 +261,8 @@ def instantiate_loggers(
                 if kind == "TensorBoardLogger":
                     node.purge_step = resume_step
         logger = instantiate(node)
+        if not _can_write(logger):
+            continue
         if version is not None and kind == "CSVLogger":
             assert resume_step is not None and logger.log_dir is not None
             _set_csv_aside(Path(logger.log_dir))
@@ -232,15 +278,10 @@ def finish_wandb_run(*, failed: bool) -> None:
     """End this job's W&B run, so the next job of a multirun starts its own: Lightning's
     WandbLogger attaches to a run still open in the process (one run, two jobs' history)."""
     wandb = sys.modules.get("wandb")
-    if wandb is None or wandb.run is None:
-        return
-    try:
-        wandb.finish(exit_code=1 if failed else 0)
-    except Exception as error:
-        if not failed:
-            raise
+    if wandb is not None and wandb.run is not None:
         # Workaround: wandb.finish raises ConnectionResetError once W&B's service process has
         # ended, as SLURM ends it with the job (SIGTERM to every process of a pre-empted job's
         # step; measured on wandb 0.31.0, slurm 22.05; tests/test_slurm.py): the job's own
-        # outcome is what its record must say
-        log.warning("Could not finish the W&B run: %s: %s", type(error).__name__, error)
+        # outcome is what its record must say, so the error is a warning
+        with best_effort("W&B", "the end of its run"):
+            wandb.finish(exit_code=1 if failed else 0)

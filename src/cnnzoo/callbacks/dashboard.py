@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnzoo import plots
 from cnnzoo.callbacks.images import class_names, displayable, log_image_file
+from cnnzoo.trackers import best_effort
 
 __all__ = ["Dashboard", "tracker_links"]
 
@@ -120,13 +121,14 @@ class Dashboard(L.Callback):
         if self._metrics_defined:
             return
         for logger in _wandb_loggers(trainer):
-            run = logger.experiment
-            run.define_metric("epoch")
-            for name in EPOCH_METRICS:
-                run.define_metric(name, step_metric="epoch")
-            for name, summary in SUMMARIES.items():
-                run.define_metric(name, step_metric="epoch", summary=summary)
-            run.define_metric("train/loss_step", step_metric=STEP_METRIC)
+            with best_effort("W&B", "its metric definitions"):
+                run = logger.experiment
+                run.define_metric("epoch")
+                for name in EPOCH_METRICS:
+                    run.define_metric(name, step_metric="epoch")
+                for name, summary in SUMMARIES.items():
+                    run.define_metric(name, step_metric="epoch", summary=summary)
+                run.define_metric("train/loss_step", step_metric=STEP_METRIC)
         self._metrics_defined = True
 
     # -- the first training batch -----------------------------------------------------------------
@@ -201,12 +203,15 @@ class Dashboard(L.Callback):
                 path = Path(file)
                 if not path.is_file() or self._logged_checkpoints.get(file) == path.stat().st_mtime:
                     continue
-                artifact = wandb.Artifact(
-                    name=f"model-{run.id}", type="model", metadata=entry["metadata"]
-                )
-                # copied when logged: last.ckpt is overwritten while the upload may still wait
-                artifact.add_file(str(path), name=path.name, policy="mutable")
-                run.log_artifact(artifact, aliases=entry["aliases"])
+                with best_effort("W&B", f"the artifact of {path.name}"):
+                    artifact = wandb.Artifact(
+                        name=f"model-{run.id}", type="model", metadata=entry["metadata"]
+                    )
+                    # copied when logged (to W&B's staging folder): last.ckpt is overwritten
+                    # while the upload may still wait
+                    artifact.add_file(str(path), name=path.name, policy="mutable")
+                    run.log_artifact(artifact, aliases=entry["aliases"])
+                # not retried at every epoch when W&B cannot take it
                 self._logged_checkpoints[file] = path.stat().st_mtime
 
     # log_model="all": the checkpoints saved after validation are there at the training epoch's
@@ -247,12 +252,13 @@ class Dashboard(L.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger) and final:
                 shown = OmegaConf.create(_select(dict(logger.hparams), keys))
-                # typed dict | Namespace, but Lightning merges a config into its hparams
-                logger.log_hyperparams(
-                    shown,  # type: ignore[arg-type]
-                    metrics=final,
-                    step=trainer.global_step,
-                )
+                with best_effort("TensorBoard", "the HPARAMS tab"):
+                    # typed dict | Namespace, but Lightning merges a config into its hparams
+                    logger.log_hyperparams(
+                        shown,  # type: ignore[arg-type]
+                        metrics=final,
+                        step=trainer.global_step,
+                    )
 
 
 def _select(params: dict[str, Any], keys: set[str], prefix: str = "") -> dict[str, Any]:
@@ -301,13 +307,14 @@ def tracker_links(trainer: L.Trainer) -> dict[str, Any]:
         return links
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
-            run = logger.experiment
-            entry: dict[str, Any] = {"id": run.id, "project": run.project}
-            if run.offline:
-                entry.update(offline_dir=run.sync_dir, sync=f"wandb sync {run.sync_dir}")
-            else:
-                entry["url"] = run.url
-            links["wandb"] = entry
+            with best_effort("W&B", "where its run is"):
+                run = logger.experiment
+                entry: dict[str, Any] = {"id": run.id, "project": run.project}
+                if run.offline:
+                    entry.update(offline_dir=run.sync_dir, sync=f"wandb sync {run.sync_dir}")
+                else:
+                    entry["url"] = run.url
+                links["wandb"] = entry
         elif isinstance(logger, TensorBoardLogger):
             links["tensorboard"] = logger.log_dir
     return links

@@ -11,6 +11,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor
 
 from cnnzoo import plots
+from cnnzoo.trackers import best_effort
 
 __all__ = ["class_names", "displayable", "log_image_file"]
 
@@ -37,14 +38,16 @@ def displayable(trainer: L.Trainer, images: Tensor) -> np.ndarray:
 
 def log_image_file(trainer: L.Trainer, key: str, path: Path) -> None:
     """Send a PNG to TensorBoard (an image) and W&B (a media panel) at the current step; the
-    other loggers (CSV) have the file."""
+    other loggers (CSV) have the file. A tracker that cannot take it warns (``best_effort``)."""
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             from PIL import Image
 
-            pixels = np.asarray(Image.open(path).convert("RGB"))
-            logger.experiment.add_image(
-                key, pixels, global_step=trainer.global_step, dataformats="HWC"
-            )
+            with best_effort("TensorBoard", key):
+                pixels = np.asarray(Image.open(path).convert("RGB"))
+                logger.experiment.add_image(
+                    key, pixels, global_step=trainer.global_step, dataformats="HWC"
+                )
         elif isinstance(logger, WandbLogger):
-            logger.log_image(key=key, images=[str(path)], step=trainer.global_step)
+            with best_effort("W&B", key):
+                logger.log_image(key=key, images=[str(path)], step=trainer.global_step)

@@ -18,6 +18,8 @@ from torch import Tensor
 
 from cnnzoo import plots
 from cnnzoo.callbacks.images import class_names, displayable, log_image_file
+from cnnzoo.records import write_failure
+from cnnzoo.trackers import best_effort
 
 __all__ = ["TestReport", "class_metrics"]
 
@@ -126,7 +128,15 @@ class TestReport(L.Callback):
         pl_module.log("test/f1_macro", per_class["f1"].mean().float())
         pl_module.log("test/acc_balanced", per_class["accuracy"][present].mean().float())
         if trainer.is_global_zero:
-            self.write(trainer, matrix, per_class)
+            try:
+                self.write(trainer, matrix, per_class)
+            except OSError as error:  # the test metrics are logged: a report must not undo that
+                log.warning(
+                    "The test report could not be written to %s (%s); the test metrics are "
+                    "recorded",
+                    self._dirpath(trainer),
+                    write_failure(error),
+                )
 
     def _dirpath(self, trainer: L.Trainer) -> Path:
         return Path(self.dirpath or Path(trainer.default_root_dir) / "test_report")
@@ -163,8 +173,12 @@ class TestReport(L.Callback):
             log_image_file(trainer, f"test/{key}", path)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_table(key="test/per_class", columns=columns, data=rows)
-                self._log_wandb_predictions(trainer, logger, matrix, names)
+                # tables are staged in W&B's data folder (~/.local/share/wandb), which may not
+                # be writable: W&B then misses them, the run does not fail
+                with best_effort("W&B", "test/per_class"):
+                    logger.log_table(key="test/per_class", columns=columns, data=rows)
+                with best_effort("W&B", "test/confusion_matrix_chart and test/predictions"):
+                    self._log_wandb_predictions(trainer, logger, matrix, names)
 
     def _log_wandb_predictions(
         self, trainer: L.Trainer, logger: WandbLogger, matrix: Tensor, names: list[str]

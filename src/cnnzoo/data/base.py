@@ -304,19 +304,36 @@ class ImageDataModule(L.LightningDataModule):
     def check_model(self) -> None:
         """An explicitly set model value that disagrees with the data is an error naming both."""
         model = self.trainer.lightning_module if self.trainer is not None else None
-        hparams = getattr(model, "hparams", {}) or {}
+        self.check_against(getattr(model, "hparams", {}) or {})
+
+    def check_against(self, hparams: Any, checkpoint: Any = None) -> None:
+        """The model's ``hparams`` (an ``ImageClassifier``'s: ``num_classes``, ``net``) against
+        this data: a disagreement is one error naming both values — for a model loaded from a
+        ``checkpoint`` (eval, predict, export), the same one wherever it is loaded."""
         net = hparams.get("net") or {}
         for key, model_value, data_value in (
             ("model.num_classes", hparams.get("num_classes"), self.num_classes),
             ("model.net.num_classes", net.get("num_classes"), self.num_classes),
             ("model.net.in_channels", net.get("in_channels"), self.in_channels),
         ):
-            if model_value is not None and model_value != data_value:
-                field = key.rsplit(".", 1)[1]
+            if model_value is None or model_value == data_value:
+                continue
+            field = key.rsplit(".", 1)[1]
+            if checkpoint is not None:
                 raise UserError(
-                    f"{key}={model_value} but {type(self).__name__} has {field}={data_value}; "
-                    f"set {key}=${{datamodule:{field}}} (the default) or use matching data"
+                    f"{checkpoint} holds a model with {key}={model_value} but "
+                    f"{type(self).__name__} has {field}={data_value}; give the data it was "
+                    "trained on (data=…), or leave data= out to use its run's"
                 )
+            raise UserError(
+                f"{key}={model_value} but {type(self).__name__} has {field}={data_value}; "
+                f"set {key}=${{datamodule:{field}}} (the default) or use matching data"
+            )
+
+    def eval_transform(self) -> Callable:
+        """One image file's evaluation transform (predict.py): PIL image -> normalised
+        ``C x H x W`` tensor, as the validation and test splits are transformed."""
+        return self.sample_transforms(train=False)
 
     def tensor_dataset(self, images: Tensor, labels: Tensor, *, train: bool) -> Dataset:
         """A dataset over uint8 ``N x C x H x W`` images with this datamodule's augmentation."""

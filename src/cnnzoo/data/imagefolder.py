@@ -29,7 +29,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from cnnzoo.data.base import ImageDataModule, stratified_split
-from cnnzoo.data.image_files import CHECKS, HeaderCache, image_files
+from cnnzoo.data.image_files import CHECKS, HeaderCache, UnreadableImage, image_files, load_image
 from cnnzoo.errors import UserError, check_choice
 
 __all__ = ["ImageFolderDataModule"]
@@ -42,16 +42,45 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CENTER_CROP_FRACTION = 0.875
 
 
-def _class_folders(root: Path) -> list[str]:
-    return sorted(entry.name for entry in root.iterdir() if entry.is_dir())
+# a sample that cannot be decoded is replaced by the next one; this many in a row is not a bad
+# file but a broken dataset (timm's ImageDataset gives up after as many)
+MAX_BAD_IN_A_ROW = 50
+
+
+def _inside(target: Path, folder: Path) -> bool:
+    return target == folder or folder in target.parents or target in folder.parents
+
+
+def _class_folders(root: Path, dataset: Path) -> list[str]:
+    """The class folders under ``root``. A symlinked one that leads back into the dataset
+    (``loop -> .``, ``val/cat -> ../train/cat``) is not followed, with a warning naming it: it
+    would be a class holding other classes' images. One leading elsewhere is a class."""
+    names = []
+    for entry in sorted(root.iterdir()):
+        if not entry.is_dir():
+            continue
+        if entry.is_symlink() and _inside(entry.resolve(), dataset.resolve()):
+            log.warning(
+                "%s is a symlink to %s, inside the dataset: not followed (not a class)",
+                entry,
+                entry.resolve(),
+            )
+            continue
+        names.append(entry.name)
+    return names
 
 
 class ImageFileDataset(Dataset):
     """``(path, label)`` samples decoded with PIL, converted to ``mode`` and transformed.
 
-    A file that passed the header check but fails to decode (a truncated JPEG, say) is replaced
-    by the next sample with a warning, unless ``on_bad_image="error"``: an epoch never dies
-    halfway through on one bad file.
+    A file that passed the header check (or was never checked: ``check_images=none``) but
+    cannot be decoded — truncated, not an image, a decompression bomb — is replaced by the next
+    sample, with a warning naming it (once per worker process), unless
+    ``on_bad_image="error"``: an epoch never dies halfway through on one bad file. Replaced,
+    not dropped, as timm's ``ImageDataset`` does: the batch keeps its size (so every DDP rank
+    takes the same steps, and the batch statistics and a compiled graph see one shape), the
+    replacement is the same whatever the worker timing, and one image seen twice an epoch
+    costs nothing. ``MAX_BAD_IN_A_ROW`` failures in a row stop the run naming the last.
     """
 
     def __init__(
@@ -66,23 +95,29 @@ class ImageFileDataset(Dataset):
         self.transform = transform
         self.mode = mode
         self.on_bad_image = on_bad_image
+        self._warned: set[str] = set()
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        for offset in range(len(self.samples)):
+        tries = min(len(self.samples), MAX_BAD_IN_A_ROW)
+        for offset in range(tries):
             path, label = self.samples[(index + offset) % len(self.samples)]
             try:
-                with Image.open(path) as image:
-                    image = image.convert(self.mode)
-            except OSError as error:
+                image = load_image(path, self.mode)
+            except UnreadableImage as error:
                 if self.on_bad_image == "error":
-                    raise UserError(f"{path} is not a readable image ({error})") from error
-                log.warning("Skipping %s, which cannot be decoded (%s)", path, error)
+                    raise UserError(f"{path} is not a readable image ({error})") from None
+                if path not in self._warned:
+                    self._warned.add(path)
+                    log.warning("Skipping %s, which cannot be decoded (%s)", path, error)
                 continue
             return self.transform(image).as_subclass(Tensor), label
-        raise UserError("none of the images could be decoded")
+        raise UserError(
+            f"{tries} images in a row cannot be decoded, the last {path}; list the bad ones with "
+            "`python -m cnnzoo.data verify data=imagefolder data.path=<folder>`"
+        )
 
 
 class ImageFolderDataModule(ImageDataModule):
@@ -155,11 +190,13 @@ class ImageFolderDataModule(ImageDataModule):
 
     def _scan_classes(self) -> tuple[str, ...]:
         layout = self.layout
-        names = _class_folders(layout["train"])
+        names = _class_folders(layout["train"], self.path)
         if not names:
             raise UserError(f"{layout['train']} holds no class folders (expected <class>/<image>)")
         for split, root in layout.items():
-            other = _class_folders(root)
+            if split == "train":
+                continue
+            other = _class_folders(root, self.path)
             if other != names:
                 raise UserError(
                     f"{root} and {layout['train']} hold different classes: only in {split}: "
@@ -216,6 +253,9 @@ class ImageFolderDataModule(ImageDataModule):
         if self.on_bad_image == "error":
             raise UserError(f"{len(bad)} files are not readable images: {names}")
         log.warning("Skipping %d files that are not readable images: %s", len(bad), names)
+
+    def eval_transform(self) -> Callable:
+        return self.sample_transforms(train=False, resize_size=self.resize_size)
 
     def _dataset(self, samples: list[tuple[str, int]], *, train: bool) -> ImageFileDataset:
         transform = self.sample_transforms(train=train, resize_size=self.resize_size)
