@@ -20,7 +20,6 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from cnnzoo.errors import UserError
-from cnnzoo.models.common import stem_for
 
 __all__ = [
     "CONFIG_MODULE",
@@ -72,10 +71,18 @@ def _datamodule(name: str, *, _root_: DictConfig) -> Any:
     return _datamodule_attribute(json.dumps(data, sort_keys=True), name)
 
 
+def _stem_for(image_size: Any) -> str:
+    from cnnzoo.models.common import stem_for  # imports torch: only when a config is resolved
+
+    return stem_for(image_size)
+
+
 def register_resolvers() -> None:
+    """The resolvers above; registering them imports nothing heavy, so that ``--help`` and
+    ``--cfg job`` (which resolve nothing) print without torch."""
     for name, resolver in (
         ("datamodule", _datamodule),
-        ("stem_for", stem_for),
+        ("stem_for", _stem_for),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)

@@ -4,6 +4,7 @@ filtered out — each one by its text and origin, so every other warning still s
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 import sys
@@ -13,7 +14,7 @@ from contextlib import contextmanager
 
 from cnnzoo.errors import UserError
 
-__all__ = ["prepare_command_line", "quiet_third_party_messages", "quietly"]
+__all__ = ["prepare_command_line", "quiet_third_party_messages", "quietly", "require_extra"]
 
 # groups that may be switched off entirely: `logger=null` reads naturally, but Hydra refuses
 # null for a config group; its own spelling is `~logger`
@@ -30,11 +31,18 @@ _EXTRAS = (
 )
 
 
+def require_extra(module: str, extra: str, feature: str) -> None:
+    """One message naming the extra to install when an optional package is missing."""
+    if importlib.util.find_spec(module) is None or sys.modules.get(module, True) is None:
+        raise UserError(
+            f"{feature} needs the package '{module}', which is not installed: "
+            f"pip install 'cnnzoo[{extra}]' (or 'cnnzoo[all]')"
+        )
+
+
 def prepare_command_line(argv: list[str] | None = None) -> None:
     """Rewrite ``sys.argv`` in place: ``logger=null`` -> ``~logger`` (also ``callbacks``), and
     refuse, in one message, an option whose optional package is not installed."""
-    from cnnzoo.trackers import require_extra
-
     args = sys.argv if argv is None else argv
     for i, arg in enumerate(args[1:], start=1):
         key, _, value = arg.partition("=")

@@ -16,18 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnzoo import console
-from cnnzoo.callbacks.test_report import TestReport
-from cnnzoo.checkpoint import load_classifier, run_config
 from cnnzoo.config import CONFIG_PATH
 from cnnzoo.errors import user_errors
 from cnnzoo.records import write_job_summary
-from cnnzoo.trackers import instantiate_loggers
+
+# torch and Lightning are imported inside the functions that use them, so that `--help`,
+# `--cfg job` and tab completion print without them (tests/test_startup.py)
 
 __all__ = ["data_from_run", "evaluate", "main"]
 
@@ -42,6 +41,8 @@ def data_from_run(cfg: DictConfig, ckpt_path: Path) -> None:
     )
     if chosen_on_command_line:
         return
+    from cnnzoo.checkpoint import run_config
+
     run_cfg = run_config(ckpt_path, cfg.get("trusted_targets") or ())
     if run_cfg is None:
         return
@@ -52,6 +53,12 @@ def data_from_run(cfg: DictConfig, ckpt_path: Path) -> None:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    import lightning as L
+
+    from cnnzoo.callbacks.test_report import TestReport
+    from cnnzoo.checkpoint import load_classifier
+    from cnnzoo.trackers import instantiate_loggers
+
     ckpt_path = Path(cfg.ckpt_path)
     model = load_classifier(ckpt_path, cfg.get("trusted_targets") or ())
     if cfg.get("seed") is not None:

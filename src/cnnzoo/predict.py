@@ -9,39 +9,46 @@ evaluation transform of training. Prints the top-k classes per image; ``--json``
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import hydra
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from torch import Tensor
 
 from cnnzoo import console
-from cnnzoo.checkpoint import load_classifier
 from cnnzoo.config import CONFIG_PATH
 from cnnzoo.errors import UserError, user_errors
 from cnnzoo.eval import data_from_run
-from cnnzoo.module import ImageClassifier, split_logits
 
+# torch is imported inside the functions that use it, so that `--help`, `--cfg job` and tab
+# completion print without it (tests/test_startup.py)
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from cnnzoo.data.base import ImageDataModule
+    from cnnzoo.module import ImageClassifier
 
 __all__ = ["IMAGE_SUFFIXES", "find_images", "load_for_inference", "main", "predict"]
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 def load_for_inference(cfg: DictConfig) -> tuple[ImageClassifier, ImageDataModule]:
     """The checkpoint's model (eval mode, on CPU) and its datamodule (not set up)."""
+    from cnnzoo.checkpoint import load_classifier
+
     ckpt_path = Path(cfg.ckpt_path)
     model = load_classifier(ckpt_path, cfg.get("trusted_targets") or ())
     data_from_run(cfg, ckpt_path)
@@ -72,6 +79,7 @@ def eval_transform(datamodule: ImageDataModule) -> Callable[[Any], Tensor]:
     """The datamodule's evaluation transform (PIL image -> normalised ``C x H x W`` tensor)."""
     if hasattr(datamodule, "sample_transforms"):
         return datamodule.sample_transforms(train=False)
+    import torch
     from torchvision.transforms import v2
 
     size = datamodule.image_size
@@ -95,12 +103,33 @@ def _read(path: Path, in_channels: int) -> Any:
         return image.convert("L" if in_channels == 1 else "RGB")
 
 
-@torch.inference_mode()
+def torch_grad_mode(mode: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """``@torch.<mode>()`` (``inference_mode``, ``no_grad``) with torch imported when the
+    function runs, not when its module is imported."""
+
+    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(function)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            import torch
+
+            with getattr(torch, mode)():
+                return function(*args, **kwargs)
+
+        return run
+
+    return decorate
+
+
+@torch_grad_mode("inference_mode")
 def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     """Top-k predictions per image: ``[{"path", "top_k": [{"class", "index", "probability"}]}]``.
 
     An unreadable file gets an ``error`` entry instead; the others are still classified.
     """
+    import torch
+
+    from cnnzoo.module import split_logits
+
     paths = find_images(str(cfg.inputs))
     model, datamodule = load_for_inference(cfg)
     transform = eval_transform(datamodule)

@@ -8,7 +8,6 @@ the TensorBoard log's folder (their newest ``version_<n>``), from the checkpoint
 from __future__ import annotations
 
 import csv
-import importlib.util
 import logging
 import netrc
 import os
@@ -27,6 +26,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from cnnzoo.console import require_extra
 from cnnzoo.errors import UserError
 
 __all__ = [
@@ -34,7 +34,6 @@ __all__ = [
     "finish_wandb_run",
     "instantiate_callbacks",
     "instantiate_loggers",
-    "require_extra",
     "run_identity",
 ]
 
@@ -46,15 +45,6 @@ LOGGER_EXTRAS = {
     "WandbLogger": ("wandb", "wandb"),
     "TensorBoardLogger": ("tensorboard", "tensorboard"),
 }
-
-
-def require_extra(module: str, extra: str, feature: str) -> None:
-    """One message naming the extra to install when an optional package is missing."""
-    if importlib.util.find_spec(module) is None or sys.modules.get(module, True) is None:
-        raise UserError(
-            f"{feature} needs the package '{module}', which is not installed: "
-            f"pip install 'cnnzoo[{extra}]' (or 'cnnzoo[all]')"
-        )
 
 
 def _targets(cfg: DictConfig | None, group: str) -> list[DictConfig]:
