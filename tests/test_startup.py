@@ -11,8 +11,11 @@ import sys
 
 import pytest
 import yaml
+from hydra import initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
 
-from cnnzoo.config import config_options
+from cnnzoo import console
+from cnnzoo.config import CONFIG_MODULE, config_options
 from tests.cli import ROOT, SCRIPTS, env
 
 HEAVY = {"torch", "lightning", "timm", "torchvision"}
@@ -77,3 +80,38 @@ def test_train_prints_without_torch(args: tuple[str, ...], extra_env: dict[str, 
         assert cfg["data"]["_target_"].endswith("CIFAR10DataModule")
     if args[-1] == "query=bash":
         assert "model=resnet18" in out.split()
+
+
+def test_fast_group_listing_answers_as_hydra_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Hydra's private config loader, patched for --help (cnnzoo.console.fast_group_listing):
+    # this fails the day its name or signature changes
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.object_type import ObjectType
+
+    original = ConfigLoaderImpl.get_group_options
+    monkeypatch.setattr(ConfigLoaderImpl, "get_group_options", original)  # put back afterwards
+
+    def every_answer(loader: ConfigLoaderImpl) -> dict[tuple, list[str]]:
+        answers = {}
+
+        def walk(parent: str) -> None:
+            for group in loader.list_groups(parent):
+                name = f"{parent}/{group}" if parent else group
+                for kind in (ObjectType.CONFIG, ObjectType.GROUP):
+                    for config_name, overrides in ((None, None), ("train", ["model=resnet18"])):
+                        key = (name, kind, config_name)
+                        answers[key] = loader.get_group_options(name, kind, config_name, overrides)
+                walk(name)
+
+        walk("")
+        return answers
+
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        assert isinstance(loader, ConfigLoaderImpl)
+        expected = every_answer(loader)
+        console.fast_group_listing()
+        assert ConfigLoaderImpl.get_group_options is not original
+        assert every_answer(loader) == expected
+    assert expected[("model", ObjectType.CONFIG, None)] == config_options("model")
+    assert ("hydra/launcher", ObjectType.CONFIG, "train") in expected
