@@ -5,7 +5,9 @@
   model config never hard-codes what the data decides.
 - ``${stem_for:<image size>}`` picks a network stem from the image size: ``small`` (3x3 stride-1,
   no max-pool) for images of at most 64 pixels a side, ``imagenet`` (the paper's stride-4 stem)
-  above.
+  above — unless the node it is in (``model.net``) has pretrained ``weights``: then the stem
+  they were trained with (``cnnzoo.models.weights.pick_stem``; ``model.net.stem=…`` on the
+  command line replaces the resolver, so a chosen stem is kept).
 """
 
 from __future__ import annotations
@@ -71,10 +73,12 @@ def _datamodule(name: str, *, _root_: DictConfig) -> Any:
     return _datamodule_attribute(json.dumps(data, sort_keys=True), name)
 
 
-def _stem_for(image_size: Any) -> str:
-    from cnnzoo.models.common import stem_for  # imports torch: only when a config is resolved
+def _stem_for(image_size: Any, *, _parent_: DictConfig) -> str:
+    # torch is imported when a config is resolved, not when the resolver is registered
+    from cnnzoo.models.weights import pick_stem
 
-    return stem_for(image_size)
+    name, weights = _parent_.get("name"), _parent_.get("weights")
+    return pick_stem(int(image_size), name=name, weights=weights)
 
 
 def register_resolvers() -> None:
