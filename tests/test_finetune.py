@@ -19,6 +19,7 @@ from torch import nn
 from cnnzoo.config import CONFIG_MODULE
 from cnnzoo.models import create_model
 from cnnzoo.models.backbones import timm_backbone
+from cnnzoo.models.weights import weights_stem
 from cnnzoo.optim import param_groups, warmup_cosine
 
 
@@ -184,3 +185,15 @@ def test_a_stem_chosen_on_the_command_line_is_kept_and_a_misfit_says_how_to_fix_
     with pytest.raises(Exception, match="trained with the ImageNet stem") as error:
         instantiate(cfg.model.net)
     assert "model.net.stem=imagenet, or leave model.net.stem unset" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "name", ["resnet18", "alexnet", "googlenet", "densenet121", "convnext_tiny", "preact_resnet18"]
+)
+@pytest.mark.parametrize("stem", ["imagenet", "small"])
+def test_a_weights_file_tells_its_stem_in_every_family(
+    name: str, stem: str, tmp_path: Path
+) -> None:
+    path = tmp_path / f"{name}.pth"
+    torch.save(create_model(name, stem=stem).state_dict(), path)
+    assert weights_stem(name, str(path)) == stem
