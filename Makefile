@@ -32,7 +32,7 @@ endif
 ifdef VENV
 READY := $(VENV)/.cnnzoo-installed
 $(READY): pyproject.toml
-	@echo "No Python environment is active: installing cnnzoo into $(VENV) (once)"
+	@echo "No Python environment is active: installing cnnzoo into $(VENV) (its first use, or pyproject.toml changed)"
 	@$(MAKE) --no-print-directory install
 else
 READY := ready
