@@ -12,7 +12,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# the test settings, for runs in-process (conftest) and in a subprocess alike:
+# no progress bar or summary table in test output
 QUIET = ("callbacks.rich_progress_bar=null", "callbacks.rich_model_summary=null")
+# a few batches of LeNet-5 on the bundled MNIST sample
 SHORT = ("debug=limit", "trainer.max_epochs=2", *QUIET)
 # the entry points: `python <name>.py` in the checkout (report: `python -m cnnzoo.report`)
 SCRIPTS = {"train", "eval", "predict", "export"}

@@ -25,12 +25,9 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="cnnzoo-test-cache-")
 torch.set_num_threads(1)
 
-from cnnzoo.config import CONFIG_MODULE  # noqa: E402
+from cli import SHORT  # noqa: E402  # the test settings live in tests/cli.py
 
-# no progress bar or summary table in test output
-QUIET = ("callbacks.rich_progress_bar=null", "callbacks.rich_model_summary=null")
-# a few batches of LeNet-5 on the bundled MNIST sample
-SHORT = ("debug=limit", "trainer.max_epochs=2", *QUIET)
+from cnnzoo.config import CONFIG_MODULE  # noqa: E402
 
 Compose = Callable[..., DictConfig]
 Train = Callable[..., dict[str, Any]]

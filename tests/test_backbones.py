@@ -221,7 +221,7 @@ def test_timm_backbone_trains_through_the_pipeline_and_logs_its_size(tmp_path: P
 
 
 def test_torchvision_googlenet_trains_with_its_auxiliary_outputs(tmp_path: Path) -> None:
-    from conftest import QUIET, run_training
+    from conftest import run_training
 
     # in training torchvision's GoogLeNet returns (logits, aux2, aux1): both aux losses count
     record = run_training(tmp_path / "run", "debug=fdr", "model=torchvision",

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import torch
-from cli import SHORT, error_message, run, start, stop, wait_for
-from conftest import QUIET, compose_config, run_training
+from cli import QUIET, SHORT, error_message, run, start, stop, wait_for
+from conftest import compose_config, run_training
 
 from cnnzoo.checkpoint import CheckpointSaveError, read_checkpoint
 from cnnzoo.errors import UserError, user_errors

@@ -131,6 +131,18 @@ def test_the_shared_config_parts_are_not_options() -> None:
         compose_config("data=_data")
 
 
+def test_the_configs_save_checkpoints_where_resume_looks_for_them() -> None:
+    """The run-dir layout is stated once in the configs (``paths.checkpoint_dir``) and once in
+    code (``cnnzoo.records.CHECKPOINT_DIR``, what ``ckpt_path=last`` and a resume read)."""
+    from cnnzoo.records import CHECKPOINT_DIR
+
+    cfg = compose_config("paths.output_dir=/run", "callbacks=ema")
+    assert Path(cfg.paths.checkpoint_dir) == Path("/run") / CHECKPOINT_DIR
+    saving = [node for node in cfg.callbacks.values() if node and "Checkpoint" in node._target_]
+    assert len(saving) == 3  # best.ckpt, last.ckpt and the interrupt's last.ckpt
+    assert {node.dirpath for node in saving} == {cfg.paths.checkpoint_dir}
+
+
 def test_a_missing_extra_is_named_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     from cnnzoo.errors import UserError
     from cnnzoo.trackers import instantiate_loggers

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import QUIET, Compose, Train
+from cli import QUIET
+from conftest import Compose, Train
 
 from cnnzoo.checkpoint import load_classifier, read_checkpoint
 from cnnzoo.eval import evaluate

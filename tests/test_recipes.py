@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUIET, compose_config, run_training
+from cli import QUIET
+from conftest import compose_config, run_training
 from dataset_files import write_cifar10, write_cifar100, write_imagefolder, write_mnist
 from hydra.utils import instantiate
 from torch import nn

@@ -237,10 +237,3 @@ def test_a_second_process_on_a_running_run_is_refused_naming_the_holder(tmp_path
     with open(run_dir / "csv/version_0/metrics.csv", newline="") as f:
         epochs = [row["epoch"] for row in csv.DictReader(f) if row["val/acc"]]
     assert len(epochs) == len(set(epochs))  # no epoch logged twice
-
-
-def test_hydras_command_line_parser_still_splits_flags_from_overrides() -> None:
-    from cnnzoo.resume import split_command_line
-
-    flags, overrides = split_command_line(["-m", "--config-dir", "my", "a=1", "+b=[1,2]"])
-    assert flags == ["-m", "--config-dir", "my"] and overrides == ["a=1", "+b=[1,2]"]

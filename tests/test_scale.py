@@ -33,6 +33,21 @@ def test_multirun_of_ddp_jobs_gives_one_run_per_job(tmp_path: Path) -> None:
     assert sorted(rank for rank, _ in logged) == ["0", "0", "1", "1"]
 
 
+@pytest.mark.slow
+def test_a_ddp_run_resumes_in_its_own_dir_with_one_writer(tmp_path: Path) -> None:
+    args = ["trainer=ddp_cpu", *SHORT, f"paths.log_dir={tmp_path}", "test=false"]
+    run("train", *args, "trainer.max_epochs=1")
+    (run_dir,) = (tmp_path / "debug" / "runs").iterdir()
+    # the resume's ranks take the run's own settings and write into the run's dir
+    run("train", *args[1:], f"ckpt_path={run_dir}/checkpoints/last.ckpt", "trainer.max_epochs=2")
+    assert [p.name for p in (tmp_path / "debug" / "runs").iterdir()] == [run_dir.name]
+    record = json.loads((run_dir / "summary.json").read_text())
+    assert record["status"] == "completed" and record["resumed_from"].endswith("last.ckpt")
+    config = (run_dir / ".hydra" / "config.yaml").read_text()
+    assert "ddp" in config  # trainer=ddp_cpu came from the run's own overrides
+    assert sorted(p.name for p in (run_dir / "csv").iterdir()) == ["version_0"]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -83,8 +83,8 @@ def test_train_prints_without_torch(args: tuple[str, ...], extra_env: dict[str, 
 
 
 def test_fast_group_listing_answers_as_hydra_does(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Hydra's private config loader, patched for --help (cnnzoo.console.fast_group_listing):
-    # this fails the day its name or signature changes
+    # Hydra's private config loader, patched for --help (cnnzoo.console.fast_group_listing;
+    # tests/test_upstream.py asserts the behaviour it works around)
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra.core.object_type import ObjectType
 

@@ -61,6 +61,10 @@ class CheckpointSaveError(UserError):
     """A checkpoint could not be written (unwritable folder, full disk, ...)."""
 
 
+# Workaround: Lightning's save writes its temporary file in the system temp dir and swallows a
+# PermissionError (measured on lightning 2.6.6, fsspec 2026.9.0; tests/test_upstream.py::
+# test_lightnings_checkpoint_save_writes_its_temporary_file_in_the_system_temp_dir, ::
+# test_lightnings_checkpoint_save_swallows_a_permission_error)
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's torch checkpoint IO, with saves that are atomic in the destination folder.
 

@@ -24,7 +24,9 @@ __all__ = [
 ]
 
 # groups that may be switched off entirely: `logger=null` reads naturally, but Hydra refuses
-# null for a config group; its own spelling is `~logger`
+# null for a config group; its own spelling is `~logger`.
+# Workaround: Hydra refuses null for a config group (measured on hydra-core 1.3.8;
+# tests/test_upstream.py::test_hydra_refuses_null_for_a_config_group)
 _OPTIONAL_GROUPS = ("logger", "callbacks")
 # a command-line choice -> (module it needs, cnnzoo extra, what needs it)
 _EXTRAS = (
@@ -67,12 +69,15 @@ def prepare_command_line(argv: list[str] | None = None) -> None:
                     user_error_exit(error)
 
 
+# Workaround: Hydra's --help copies its config repository for every config group it lists
+# (measured on hydra-core 1.3.8; tests/test_upstream.py::
+# test_hydras_config_loader_copies_its_repository_for_every_group_question)
 def fast_group_listing() -> None:
     """Hydra's ``--help`` asks its config loader for the options of every config group, twice
     over, and each question deep-copies the whole config repository and reloads the primary
     config: ~110 questions for cnnzoo's groups, half of ``--help``'s time. Here one repository
-    per (config, overrides) answers them all; the answers are the same (tests/test_startup.py
-    compares them, and fails the day Hydra's private ``ConfigLoaderImpl`` changes)."""
+    per (config, overrides) answers them all, through Hydra's private ``ConfigLoaderImpl``; the
+    answers are the same (tests/test_startup.py compares them)."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra.core.object_type import ObjectType
 
@@ -99,6 +104,9 @@ def fast_group_listing() -> None:
     ConfigLoaderImpl.get_group_options = get_group_options  # type: ignore[method-assign]
 
 
+# Workaround: Lightning (and torch, for Lightning) print these, which say nothing about the run
+# (measured on lightning 2.6.6, torch 2.14.1; tests/test_upstream.py::
+# test_lightnings_messages_that_the_console_filters_are_still_emitted)
 # (message regex, module regex) of warnings that describe a library, not the user's run
 _IGNORED_WARNINGS = (
     # Lightning calls a torch API that torch deprecated; nothing a user can change

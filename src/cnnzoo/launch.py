@@ -40,6 +40,9 @@ _SWEEP_ONLY = (
 )
 
 
+# Replaces building a Trainer to count its processes: Lightning's reading of `devices`, checked
+# against it (lightning 2.6.6; tests/test_upstream.py::
+# test_lightning_counts_a_trainers_processes_as_launch_does)
 def _device_count(trainer: DictConfig) -> int:
     """How many devices per node ``trainer.devices`` asks for (Lightning's meaning of it)."""
     devices = trainer.get("devices", "auto")
@@ -103,6 +106,9 @@ def job_command() -> list[str]:
     ]
 
 
+# Workaround: Lightning's DDP observer SIGKILLs the process that launched a failed rank
+# (measured on lightning 2.6.6; tests/test_upstream.py::
+# test_lightnings_ddp_observer_sigkills_the_process_that_launched_a_failed_rank)
 def run_job_in_child() -> dict[str, Any]:
     """Run this job as a child process; return the record it wrote in ``summary.json``.
 

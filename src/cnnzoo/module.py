@@ -41,6 +41,9 @@ def split_logits(output: Tensor | Sequence[Tensor]) -> tuple[Tensor, list[Tensor
     return logits, [a for a in aux if a is not None]
 
 
+# Workaround: MeanMetric reads every update back to the host for its NaN check, and without the
+# check (nan_strategy="disable") drops weight= (measured on torchmetrics 1.9.0;
+# tests/test_upstream.py::test_torchmetrics_mean_metric_syncs_at_each_update_or_drops_its_weights)
 class EpochStats(Metric):
     """One stage's epoch metrics: top-1 accuracy (correct / all: micro-averaged, as
     ``MulticlassAccuracy(average="micro")``), top-5 accuracy when asked for, and the mean loss

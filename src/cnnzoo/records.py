@@ -112,6 +112,9 @@ def outcome_of(error: BaseException) -> Outcome:
     """
     if _is(error, "lightning.pytorch.utilities.exceptions", "SIGTERMException"):
         return Outcome(Status.INTERRUPTED, SIGTERM_EXIT, "interrupted by SIGTERM")
+    # Workaround: Lightning ends a fit stopped by Ctrl-C with sys.exit(1) (measured on lightning
+    # 2.6.6; tests/test_upstream.py::
+    # test_lightning_ends_a_fit_interrupted_by_ctrl_c_with_exit_status_1)
     if isinstance(error, KeyboardInterrupt) or isinstance(error.__context__, KeyboardInterrupt):
         return Outcome(Status.INTERRUPTED, SIGINT_EXIT, "interrupted by Ctrl-C")
     if _is(error, "optuna", "TrialPruned"):

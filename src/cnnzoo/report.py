@@ -337,6 +337,9 @@ class ReportOnSweepEnd(Callback):
     job, and the last one leaves it complete.
     """
 
+    # Workaround: Hydra's basic sweeper never ends a multirun whose job failed (measured on
+    # hydra-core 1.3.8; tests/test_upstream.py::
+    # test_hydras_basic_sweeper_never_ends_a_multirun_whose_job_failed)
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             return

@@ -280,8 +280,9 @@ def split_command_line(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def _parse(argv: Sequence[str]) -> Any:
-    # Hydra's own command-line parser (what hydra.main reads); tests/test_resume.py fails the
-    # day its namespace changes
+    # Workaround: Hydra's own command-line parser (what hydra.main reads) is private (measured
+    # on hydra-core 1.3.8; tests/test_upstream.py::
+    # test_hydras_command_line_parser_still_splits_flags_from_overrides)
     from hydra._internal.utils import get_args_parser
 
     return get_args_parser().parse_known_args(list(argv))[0]

@@ -59,7 +59,9 @@ def _targets(cfg: DictConfig | None, group: str) -> list[DictConfig]:
 def instantiate_callbacks(cfg: DictConfig | None, *, has_logger: bool = True) -> list[Callback]:
     callbacks = [instantiate(node) for node in _targets(cfg, "callbacks")]
     if not has_logger:
-        # it has nothing to log to, and Lightning refuses it without a logger
+        # Workaround: LearningRateMonitor raises without a logger (measured on lightning 2.6.6;
+        # tests/test_upstream.py::
+        # test_lightnings_learning_rate_monitor_refuses_a_trainer_without_loggers)
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
     return callbacks
 
@@ -91,7 +93,9 @@ def _wandb_credentials_found() -> bool:
 def _wandb_node(node: DictConfig, run_dir: Path) -> DictConfig:
     """The W&B logger's config for this job: its group and name, and its run id — the one kept
     in the run dir when the run is being resumed there, else a new one (written down)."""
-    # "dryrun": W&B's old name for offline, which Lightning's WandbLogger(offline=True) sets
+    # Workaround: WandbLogger(offline=True) sets WANDB_MODE=dryrun, W&B's old name for offline
+    # (measured on lightning 2.6.6; tests/test_upstream.py::
+    # test_lightnings_offline_wandb_logger_sets_wandb_mode_dryrun)
     offline = node.get("offline") or os.environ.get("WANDB_MODE") in (
         "offline",
         "dryrun",
@@ -111,7 +115,9 @@ def _wandb_node(node: DictConfig, run_dir: Path) -> DictConfig:
     with open_dict(node):
         node.group = node.get("group") or group or None
         node.name = node.get("name") or name or None
-        # the Dashboard callback logs the checkpoints (offline too; best and latest)
+        # the Dashboard callback logs the checkpoints (offline too; best and latest).
+        # Workaround: WandbLogger refuses log_model offline (measured on lightning 2.6.6;
+        # tests/test_upstream.py::test_lightnings_wandb_logger_refuses_to_log_checkpoints_offline)
         node.pop("log_model", None)
         if node.get("id") is None:
             if id_file.is_file():
@@ -145,6 +151,9 @@ def csv_before_resume(log_dir: Path) -> Path:
     return log_dir.with_name(f"{log_dir.name}.before-resume.csv")
 
 
+# Workaround: Lightning's CSV writer deletes the metrics.csv of the version it is given (measured
+# on lightning 2.6.6; tests/test_upstream.py::
+# test_lightnings_csv_logger_deletes_the_metrics_csv_it_finds)
 @rank_zero_only
 def _set_csv_aside(log_dir: Path) -> None:
     """Lightning's CSV writer deletes the ``metrics.csv`` it finds: move it aside (and drop the
@@ -206,6 +215,9 @@ def instantiate_loggers(
     return loggers
 
 
+# Workaround: a new WandbLogger attaches to the W&B run still open in the process (measured on
+# lightning 2.6.6; tests/test_upstream.py::
+# test_lightnings_wandb_logger_continues_a_wandb_run_left_open)
 def finish_wandb_run(*, failed: bool) -> None:
     """End this job's W&B run, so the next job of a multirun starts its own: Lightning's
     WandbLogger attaches to a run still open in the process (one run, two jobs' history)."""

@@ -14,6 +14,9 @@ __all__ = ["InterruptCheckpoint"]
 log = logging.getLogger(__name__)
 
 
+# Workaround: Lightning resumes from OnExceptionCheckpoint's file when ckpt_path is None
+# (measured on lightning 2.6.6; tests/test_upstream.py::
+# test_lightning_resumes_from_an_on_exception_checkpoint_when_ckpt_path_is_none)
 class InterruptCheckpoint(L.Callback):
     """Saves ``<dirpath>/last.ckpt`` when training is interrupted by Ctrl-C or SIGTERM, at the
     batch it reached, so ``ckpt_path=last`` (or the file) resumes it. A crash saves nothing: its

@@ -28,6 +28,9 @@ class ModelCheckpoint(LightningModelCheckpoint):
 
     _state_key: str | None = None
 
+    # Workaround: the trainer formats state_key at every hook call (measured on lightning
+    # 2.6.6; tests/test_upstream.py::
+    # test_lightning_formats_each_callbacks_state_key_at_every_hook_call)
     @property
     def state_key(self) -> str:
         # its settings (monitor, mode, every_n_*, train_time_interval) are fixed in __init__
@@ -35,6 +38,9 @@ class ModelCheckpoint(LightningModelCheckpoint):
             self._state_key = super().state_key
         return self._state_key
 
+    # Workaround: Lightning's asks the trainer whether it may save at every batch, also when it
+    # saves by epoch (measured on lightning 2.6.6; tests/test_upstream.py::
+    # test_lightnings_model_checkpoint_reads_the_trainer_at_every_batch_when_it_saves_by_epoch)
     def on_train_batch_end(
         self,
         trainer: L.Trainer,

@@ -31,6 +31,9 @@ class ProgressBar(RichProgressBar):
         metrics.pop("v_num", None)
         return metrics
 
+    # Workaround: RichProgressBar moves and reads the metrics at every batch (measured on
+    # lightning 2.6.6; tests/test_upstream.py::
+    # test_lightnings_rich_progress_bar_reads_the_metrics_at_every_batch)
     def on_train_batch_end(
         self,
         trainer: L.Trainer,
