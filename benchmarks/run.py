@@ -11,6 +11,9 @@ Sections (``--sections``, default the first three):
   loop's training time for the same epochs.
 - ``data``: images/s the datamodule's training loader delivers alone, against what the model
   consumes (the plain loop's images/s from ``overhead``, when it ran).
+- ``help``: how fast ``--help``, ``--cfg job``, ``--info`` and tab completion answer, against
+  ``python -c "import hydra"``, and whether they import torch (see ``benchmarks.cli``);
+  ``--compare <checkout>`` times another checkout's commands beside these.
 - ``imagefolder``: setup time of ``data=imagefolder`` on ``--imagefolder-files`` (100,000) tiny
   PNGs written to a temporary folder: first setup, cached second setup, ``check_images=none``
   (see ``benchmarks.imagefolder``).
@@ -37,6 +40,7 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from benchmarks.cli import HYDRA_IMPORT, measure_cli
 from benchmarks.imagefolder import measure_imagefolder_setup
 from benchmarks.plain import PlainLoop, adam_cosine
 from benchmarks.timing import InterleavedTimer
@@ -358,13 +362,31 @@ def _say(lines: list[str], *text: str) -> None:
     print(*text, sep="\n", flush=True)
 
 
+def _help_table(out: list[str], repeats: int, compare: Path | None) -> None:
+    checkouts = [("this checkout", ROOT)]
+    if compare is not None:
+        checkouts.insert(0, (f"`{compare}`", compare.resolve()))
+    results = [measure_cli(root, repeats=repeats) for _, root in checkouts]
+    _say(out, f"## Answers without training (medians of {repeats}, seconds; x = ÷ import hydra)\n")
+    head = " | ".join(f"{name}: s | x | torch" for name, _ in checkouts)
+    _say(out, f"| command | {head} |", "|---|" + "---:|---:|---|" * len(checkouts))
+    for label in results[-1]:
+        cells = []
+        for result in results:
+            seconds, torch_imported = result[label]
+            ratio = seconds / result[HYDRA_IMPORT.label][0]
+            cells.append(f"{seconds:.2f} | {ratio:.1f} | {'yes' if torch_imported else 'no'}")
+        _say(out, f"| {label} | {' | '.join(cells)} |")
+    _say(out, "")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="cnnzoo vs a plain PyTorch loop (see README)")
     parser.add_argument(
         "--sections",
         nargs="+",
         default=["overhead", "startup", "data"],
-        choices=["overhead", "startup", "data", "imagefolder"],
+        choices=["overhead", "startup", "data", "help", "imagefolder"],
     )
     parser.add_argument("--cases", nargs="+", default=list(CPU_CASES), choices=list(CPU_CASES))
     parser.add_argument(
@@ -377,6 +399,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--epochs-scale", type=float, default=1.0, help="scale measured epochs")
     parser.add_argument(
         "--imagefolder-files", type=int, default=100_000, help="image files for `imagefolder`"
+    )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        help="`help`: also time these commands in another cnnzoo checkout (e.g. an older commit)",
     )
     parser.add_argument("--out", help="also write the tables (without Lightning's output) here")
     args = parser.parse_args(argv)
@@ -436,6 +463,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             model_text = f"{model:,.0f}" if model else "-"
             _say(out, f"| {label} | {ips:,.0f} | {model_text} | {headroom} |")
         _say(out, "")
+    if "help" in args.sections:
+        _help_table(out, args.repeats, args.compare)
     if "imagefolder" in args.sections:
         n = args.imagefolder_files
         _say(out, f"## Image-folder setup ({n:,} 8x8 PNGs in 10 classes, seconds)\n")

@@ -1,14 +1,17 @@
 """Fine-tuning pretrained weights: a lower learning rate for the pretrained backbone than for the
-new classifier (`param_groups(..., backbone_lr_scale=...)`), and the CIFAR-10 ResNet-18 recipe."""
+new classifier (`param_groups(..., backbone_lr_scale=...)`), the CIFAR-10 ResNet-18 recipe, and
+the stem a net with weights gets: theirs, unless the command line chooses one."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
+from conftest import compose_config
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from torch import nn
@@ -16,6 +19,7 @@ from torch import nn
 from cnnzoo.config import CONFIG_MODULE
 from cnnzoo.models import create_model
 from cnnzoo.models.backbones import timm_backbone
+from cnnzoo.models.weights import weights_stem
 from cnnzoo.optim import param_groups, warmup_cosine
 
 
@@ -126,3 +130,70 @@ def test_a_fine_tuned_checkpoint_loads_offline_without_the_pretrained_file(
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
+
+
+def resnet18_file(tmp_path: Path, *, stem: str) -> Path:
+    """A saved state dict of ResNet-18 with ``stem``: torchvision's layout for the ImageNet stem
+    (a stand-in for its ImageNet file), cnnzoo's small-stem net for the other."""
+    if stem == "imagenet":
+        state = torchvision.models.resnet18().state_dict()
+    else:
+        state = create_model("resnet18", stem="small", num_classes=10).state_dict()
+    path = tmp_path / f"resnet18_{stem}.pth"
+    torch.save(state, path)
+    return path
+
+
+def test_imagenet_weights_keep_their_stem_on_28px_digits(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    weights = resnet18_file(tmp_path, stem="imagenet")
+    cfg = compose_config("model=resnet18", f"model.net.weights={weights}")  # 28 px, 1 channel
+    with caplog.at_level(logging.INFO, logger="cnnzoo.models.weights"):
+        assert cfg.model.net.stem == "imagenet"
+        net = instantiate(cfg.model.net)
+    assert (
+        f"resnet18: stem=imagenet, the stem of its weights {weights} (28 px images alone get the "
+        "small stem); model.net.stem=small builds the other one"
+    ) in caplog.messages
+    # the file's weights, its RGB stem summed for grey digits, which the net takes
+    loaded = torch.load(weights, weights_only=True)
+    assert torch.equal(net.conv1.weight, loaded["conv1.weight"].sum(dim=1, keepdim=True))
+    assert torch.equal(net.layer4[1].conv2.weight, loaded["layer4.1.conv2.weight"])
+    with torch.no_grad():
+        assert net.eval()(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_named_imagenet_weights_keep_their_stem_without_reading_a_file() -> None:
+    cfg = compose_config("model=resnet18", "model.net.weights=IMAGENET1K_V1")
+    assert cfg.model.net.stem == "imagenet"  # torchvision's weights are ImageNet's: no download
+
+
+def test_small_stem_weights_keep_their_stem_on_larger_images(tmp_path: Path) -> None:
+    weights = resnet18_file(tmp_path, stem="small")
+    cfg = compose_config("model=resnet18", "data.image_size=96", f"model.net.weights={weights}")
+    assert cfg.model.net.stem == "small"  # 96 px alone would get the ImageNet stem
+    assert compose_config("model=resnet18", "data.image_size=96").model.net.stem == "imagenet"
+
+
+def test_a_stem_chosen_on_the_command_line_is_kept_and_a_misfit_says_how_to_fix_it(
+    tmp_path: Path,
+) -> None:
+    weights = resnet18_file(tmp_path, stem="imagenet")
+    cfg = compose_config("model=resnet18", "model.net.stem=small", f"model.net.weights={weights}")
+    assert cfg.model.net.stem == "small"
+    with pytest.raises(Exception, match="trained with the ImageNet stem") as error:
+        instantiate(cfg.model.net)
+    assert "model.net.stem=imagenet, or leave model.net.stem unset" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "name", ["resnet18", "alexnet", "googlenet", "densenet121", "convnext_tiny", "preact_resnet18"]
+)
+@pytest.mark.parametrize("stem", ["imagenet", "small"])
+def test_a_weights_file_tells_its_stem_in_every_family(
+    name: str, stem: str, tmp_path: Path
+) -> None:
+    path = tmp_path / f"{name}.pth"
+    torch.save(create_model(name, stem=stem).state_dict(), path)
+    assert weights_stem(name, str(path)) == stem

@@ -516,6 +516,41 @@ def test_hydra_turns_an_exception_in_a_callback_into_a_warning() -> None:
         Callbacks(config).on_run_start(config=config, config_name="app")
 
 
+def test_hydras_config_loader_copies_its_repository_for_every_group_question(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hydra's ``--help`` lists the config groups through ``ConfigLoaderImpl.get_group_options``
+    (private), and each call deep-copies the config repository (a ``CachingConfigRepository``)
+    and reloads the primary config. When this fails (one copy serves every question, or the
+    method moved), drop ``cnnzoo.console.fast_group_listing`` (or adapt it to the new shape)."""
+    from hydra import initialize_config_module
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.config_repository import CachingConfigRepository
+    from hydra.core.global_hydra import GlobalHydra
+
+    from cnnzoo.config import CONFIG_MODULE
+
+    # Hydra's own method, also if cnnzoo's replaced it in this process
+    original = getattr(ConfigLoaderImpl.get_group_options, "__wrapped__", None)
+    if original is not None:
+        monkeypatch.setattr(ConfigLoaderImpl, "get_group_options", original)
+    copies = []
+    init = CachingConfigRepository.__init__
+
+    def spy(self: CachingConfigRepository, delegate: Any) -> None:
+        copies.append(delegate)
+        init(self, delegate)
+
+    monkeypatch.setattr(CachingConfigRepository, "__init__", spy)
+    GlobalHydra.instance().clear()
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        assert isinstance(loader, ConfigLoaderImpl)
+        for group in ("model", "data", "model", "data"):
+            loader.get_group_options(group)
+    assert len(copies) == 4
+
+
 class RecordMultirunEnd(Callback):
     """A Hydra callback that notes whether the multirun's end was announced."""
 

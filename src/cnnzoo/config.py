@@ -5,7 +5,9 @@
   model config never hard-codes what the data decides.
 - ``${stem_for:<image size>}`` picks a network stem from the image size: ``small`` (3x3 stride-1,
   no max-pool) for images of at most 64 pixels a side, ``imagenet`` (the paper's stride-4 stem)
-  above.
+  above — unless the node it is in (``model.net``) has pretrained ``weights``: then the stem
+  they were trained with (``cnnzoo.models.weights.pick_stem``; ``model.net.stem=…`` on the
+  command line replaces the resolver, so a chosen stem is kept).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from cnnzoo.errors import UserError
-from cnnzoo.models.common import stem_for
 
 __all__ = [
     "CONFIG_MODULE",
@@ -72,10 +73,20 @@ def _datamodule(name: str, *, _root_: DictConfig) -> Any:
     return _datamodule_attribute(json.dumps(data, sort_keys=True), name)
 
 
+def _stem_for(image_size: Any, *, _parent_: DictConfig) -> str:
+    # torch is imported when a config is resolved, not when the resolver is registered
+    from cnnzoo.models.weights import pick_stem
+
+    name, weights = _parent_.get("name"), _parent_.get("weights")
+    return pick_stem(int(image_size), name=name, weights=weights)
+
+
 def register_resolvers() -> None:
+    """The resolvers above; registering them imports nothing heavy, so that ``--help`` and
+    ``--cfg job`` (which resolve nothing) print without torch."""
     for name, resolver in (
         ("datamodule", _datamodule),
-        ("stem_for", stem_for),
+        ("stem_for", _stem_for),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)

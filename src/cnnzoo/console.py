@@ -4,6 +4,8 @@ filtered out — each one by its text and origin, so every other warning still s
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
 import os
 import re
@@ -20,9 +22,11 @@ from cnnzoo.errors import UserError
 
 __all__ = [
     "WritableOutputDir",
+    "fast_group_listing",
     "prepare_command_line",
     "quiet_third_party_messages",
     "quietly",
+    "require_extra",
 ]
 
 # groups that may be switched off entirely: `logger=null` reads naturally, but Hydra refuses
@@ -42,12 +46,23 @@ _EXTRAS = (
 )
 
 
+def require_extra(module: str, extra: str, feature: str) -> None:
+    """One message naming the extra to install when an optional package is missing."""
+    if importlib.util.find_spec(module) is None or sys.modules.get(module, True) is None:
+        raise UserError(
+            f"{feature} needs the package '{module}', which is not installed: "
+            f"pip install 'cnnzoo[{extra}]' (or 'cnnzoo[all]')"
+        )
+
+
 def prepare_command_line(argv: list[str] | None = None) -> None:
     """Rewrite ``sys.argv`` in place: ``logger=null`` -> ``~logger`` (also ``callbacks``), and
-    refuse, in one message, an option whose optional package is not installed."""
-    from cnnzoo.trackers import require_extra
-
+    refuse, in one message, an option whose optional package is not installed. With ``--help``,
+    Hydra lists the config groups from one copy of its config repository (``fast_group_listing``).
+    """
     args = sys.argv if argv is None else argv
+    if {"--help", "-h", "--hydra-help"} & set(args[1:]):
+        fast_group_listing()
     for i, arg in enumerate(args[1:], start=1):
         key, _, value = arg.partition("=")
         if key in _OPTIONAL_GROUPS and value in ("null", "none", "[]"):
@@ -58,6 +73,41 @@ def prepare_command_line(argv: list[str] | None = None) -> None:
                     require_extra(module, extra, arg)
                 except UserError as error:
                     user_error_exit(error)
+
+
+# Workaround: Hydra's --help copies its config repository for every config group it lists
+# (measured on hydra-core 1.3.8; tests/test_upstream.py::
+# test_hydras_config_loader_copies_its_repository_for_every_group_question)
+def fast_group_listing() -> None:
+    """Hydra's ``--help`` asks its config loader for the options of every config group, twice
+    over, and each question deep-copies the whole config repository and reloads the primary
+    config: ~110 questions for cnnzoo's groups, half of ``--help``'s time. Here one repository
+    per (config, overrides) answers them all, through Hydra's private ``ConfigLoaderImpl``; the
+    answers are the same (tests/test_startup.py compares them)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.object_type import ObjectType
+
+    if hasattr(ConfigLoaderImpl.get_group_options, "__wrapped__"):
+        return
+    original = ConfigLoaderImpl.get_group_options
+
+    @functools.wraps(original)
+    def get_group_options(
+        self: ConfigLoaderImpl,
+        group_name: str,
+        results_filter: ObjectType | None = ObjectType.CONFIG,
+        config_name: str | None = None,
+        overrides: list[str] | None = None,
+    ) -> list[str]:
+        repos = self.__dict__.setdefault("_cnnzoo_repositories", {})
+        key = (config_name, tuple(overrides or ()))
+        if key not in repos:
+            _, repos[key] = self._parse_overrides_and_create_caching_repo(
+                config_name, list(overrides or ())
+            )
+        return list(repos[key].get_group_options(group_name, results_filter))
+
+    ConfigLoaderImpl.get_group_options = get_group_options  # type: ignore[method-assign]
 
 
 # Workaround: Lightning (and torch, for Lightning) print these, which say nothing about the run

@@ -16,18 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from cnnzoo import console
-from cnnzoo.callbacks.test_report import TestReport
-from cnnzoo.checkpoint import load_for_inference
 from cnnzoo.config import CONFIG_PATH
 from cnnzoo.errors import user_errors
 from cnnzoo.records import write_job_summary
-from cnnzoo.trackers import instantiate_loggers
+
+# torch and Lightning are imported inside the functions that use them, so that `--help`,
+# `--cfg job` and tab completion print without them (tests/test_startup.py)
 
 __all__ = ["evaluate", "main"]
 
@@ -35,6 +34,12 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    import lightning as L
+
+    from cnnzoo.callbacks.test_report import TestReport
+    from cnnzoo.checkpoint import load_for_inference
+    from cnnzoo.trackers import instantiate_loggers
+
     model, datamodule = load_for_inference(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)

@@ -16,18 +16,21 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import torch
 from omegaconf import DictConfig
-from torch import Tensor, nn
-from torch.export import Dim
 
 from cnnzoo import console
-from cnnzoo.checkpoint import load_for_inference
 from cnnzoo.config import CONFIG_PATH
 from cnnzoo.errors import UserError, user_errors
+from cnnzoo.predict import torch_grad_mode
+
+# torch is imported inside the functions that use it, so that `--help`, `--cfg job` and tab
+# completion print without it (tests/test_startup.py)
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+    from torch.export import Dim
 
 __all__ = ["FORMATS", "export", "export_net", "main", "to_onnx", "to_pt2"]
 
@@ -35,7 +38,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = {"onnx": ".onnx", "pt2": ".pt2"}
 
-Runner = Callable[[Tensor], Tensor]
+Runner = Callable[["Tensor"], "Tensor"]
 
 # ONNX files are protobufs, capped at 2 GiB: larger weights go to a .data file beside the model
 ONNX_SINGLE_FILE_BYTES = 1 << 30
@@ -43,12 +46,16 @@ ONNX_SINGLE_FILE_BYTES = 1 << 30
 
 def _dynamic_batch() -> tuple[dict[int, Dim]]:
     """The ``dynamic_shapes`` of a net with one input whose dimension 0 is any batch size."""
+    from torch.export import Dim
+
     return ({0: Dim("batch", min=1)},)
 
 
 def to_pt2(net: nn.Module, example: Tensor, path: Path) -> Runner:
     """``torch.export`` with a dynamic batch dimension, saved to ``path``; returns the program
     loaded back from the file."""
+    import torch
+
     program = torch.export.export(net, (example,), dynamic_shapes=_dynamic_batch())
     torch.export.save(program, str(path))
     return torch.export.load(str(path)).module()
@@ -57,6 +64,8 @@ def to_pt2(net: nn.Module, example: Tensor, path: Path) -> Runner:
 def to_onnx(net: nn.Module, example: Tensor, path: Path, opset: int | None = None) -> Runner | None:
     """The dynamo-based ONNX export (input ``images``, output ``logits``, dynamic batch) to
     ``path``; returns an onnxruntime session's forward, or None without onnxruntime."""
+    import torch
+
     try:
         import onnxscript  # noqa: F401  (the dynamo exporter's dependency)
     except ImportError:
@@ -107,6 +116,8 @@ def export_net(
     """Write ``net`` (in eval mode, on the CPU) as ``fmt`` to ``path``, traced on a batch of 2
     ``input_shape`` images, and check it on ``check_batch_size`` others: a mismatch beyond
     ``atol``/``rtol`` is an error. Returns the path, the format and the largest difference."""
+    import torch
+
     if fmt not in FORMATS:
         raise UserError(f"format={fmt}: choose one of {', '.join(FORMATS)}")
     if check_batch_size == 2:
@@ -136,11 +147,13 @@ def export_net(
     return record
 
 
-@torch.no_grad()
+@torch_grad_mode("no_grad")
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Write the model in ``cfg.format`` and return where, with the largest output difference."""
     if cfg.format not in FORMATS:
         raise UserError(f"format={cfg.format}: choose one of {', '.join(FORMATS)}")
+    from cnnzoo.checkpoint import load_for_inference
+
     model, datamodule = load_for_inference(cfg)
     net = model.net.float().cpu().eval()
     ckpt_path = Path(cfg.ckpt_path)

@@ -9,36 +9,63 @@ evaluation transform of training. Prints the top-k classes per image; ``--json``
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import hydra
-import torch
 from omegaconf import DictConfig
 
 from cnnzoo import console
-from cnnzoo.checkpoint import load_for_inference
 from cnnzoo.config import CONFIG_PATH
-from cnnzoo.data.image_files import UnreadableImage, find_images, load_image
 from cnnzoo.errors import UserError, user_errors
-from cnnzoo.module import split_logits
 from cnnzoo.records import write_failure
 
-__all__ = ["main", "predict"]
+# torch (and torchvision, through cnnzoo.data.image_files) is imported inside the functions that
+# use it, so that `--help`, `--cfg job` and tab completion print without it (tests/test_startup.py)
+
+__all__ = ["main", "predict", "torch_grad_mode"]
 
 log = logging.getLogger(__name__)
 
+P = ParamSpec("P")
+R = TypeVar("R")
 
-@torch.inference_mode()
+
+def torch_grad_mode(mode: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """``@torch.<mode>()`` (``inference_mode``, ``no_grad``) with torch imported when the
+    function runs, not when its module is imported."""
+
+    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(function)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            import torch
+
+            with getattr(torch, mode)():
+                return function(*args, **kwargs)
+
+        return run
+
+    return decorate
+
+
+@torch_grad_mode("inference_mode")
 def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     """Top-k predictions per image: ``[{"path", "top_k": [{"class", "index", "probability"}]}]``.
 
     A file that cannot be decoded, or is over PIL's pixel limit (a decompression bomb), gets an
     ``error`` entry instead (``{"path", "error"}``) and a warning; the others are classified.
     """
+    import torch
+
+    from cnnzoo.checkpoint import load_for_inference
+    from cnnzoo.data.image_files import UnreadableImage, find_images, load_image
+    from cnnzoo.module import split_logits
+
     paths = find_images(str(cfg.inputs))
     model, datamodule = load_for_inference(cfg)
     transform = datamodule.eval_transform()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import errno
-import importlib.util
 import logging
 import netrc
 import os
@@ -30,6 +29,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from cnnzoo.console import require_extra
 from cnnzoo.errors import UserError
 from cnnzoo.records import write_failure
 
@@ -39,7 +39,6 @@ __all__ = [
     "finish_wandb_run",
     "instantiate_callbacks",
     "instantiate_loggers",
-    "require_extra",
     "run_identity",
 ]
 
@@ -51,15 +50,6 @@ LOGGER_EXTRAS = {
     "WandbLogger": ("wandb", "wandb"),
     "TensorBoardLogger": ("tensorboard", "tensorboard"),
 }
-
-
-def require_extra(module: str, extra: str, feature: str) -> None:
-    """One message naming the extra to install when an optional package is missing."""
-    if importlib.util.find_spec(module) is None or sys.modules.get(module, True) is None:
-        raise UserError(
-            f"{feature} needs the package '{module}', which is not installed: "
-            f"pip install 'cnnzoo[{extra}]' (or 'cnnzoo[all]')"
-        )
 
 
 @contextmanager

@@ -20,11 +20,16 @@ network. Loading adapts the file to the net and says what it changed in one log 
 - classes: layers shaped by the class count (the classifier; GoogLeNet's auxiliary ones) are
   left freshly initialised when the file has another count (ImageNet's 1000);
 - anything else that differs is an error naming it; a stem of another shape (ImageNet weights in
-  a net built with the small stem for <= 64 px images) says how to get the right one.
+  a net built with the small stem) says how to get the right one.
+
+The configs build a net with its weights' own stem (``pick_stem``, the ``${stem_for:…}``
+resolver): ImageNet weights keep their ImageNet stem on 28 px digits too, unless the command line
+chooses one (``model.net.stem=small``).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pickle
@@ -39,9 +44,10 @@ from timm.models import adapt_input_conv
 from torch import Tensor, nn
 
 from cnnzoo.errors import UserError
+from cnnzoo.models.common import STEMS, stem_for
 from cnnzoo.models.features import ZooNet
 from cnnzoo.models.googlenet import GoogLeNet
-from cnnzoo.models.registry import StateDict, get_spec, specs
+from cnnzoo.models.registry import StateDict, get_spec, model_names, specs
 
 __all__ = [
     "FILE_SUFFIXES",
@@ -49,8 +55,10 @@ __all__ = [
     "is_weights_file",
     "load_pretrained",
     "load_state_dict_adapted",
+    "pick_stem",
     "read_weights_file",
     "torchvision_weights",
+    "weights_stem",
 ]
 
 log = logging.getLogger(__name__)
@@ -219,17 +227,95 @@ def _check_stem(model: nn.Module, state: StateDict, name: str, source: str, key:
     if theirs[2:] == ours[2:]:
         return  # the same kind of stem; load_state_dict_adapted adapts or reports the rest
     shapes = f"{key}: {'x'.join(map(str, theirs))} in the weights, {'x'.join(map(str, ours))} here"
-    if theirs[-1] > ours[-1]:
-        raise ValueError(
-            f"{name}: {source} was trained with the ImageNet stem, but this net was built with "
-            f"the small stem ({shapes}), which the configs pick for images of at most 64 px. "
-            "Resize the images to the weights' resolution with data.image_size=224 (the stem "
-            "follows), or keep their size and set model.net.stem=imagenet"
-        )
+    # with weights, the configs build the weights' own stem: this one was chosen
+    theirs_name = "imagenet" if theirs[-1] > ours[-1] else "small"
     raise ValueError(
-        f"{name}: {source} was trained with another stem than this net's ({shapes}); build the "
-        "net with the weights' stem: model.net.stem=small"
+        f"{name}: {source} was trained with the {_STEM_NAMES[theirs_name]} stem, but this net "
+        f"was built with the {_STEM_NAMES[_other(theirs_name)]} one ({shapes}); build it with "
+        f"the weights' stem: model.net.stem={theirs_name}, or leave model.net.stem unset (with "
+        "weights, the configs take the weights' stem)"
     )
+
+
+_STEM_NAMES = {"imagenet": "ImageNet", "small": "small"}
+
+
+def _other(stem: str) -> str:
+    return next(other for other in STEMS if other != stem)
+
+
+# --- the stem a config builds --------------------------------------------------------------------
+
+
+def weights_stem(name: str | None, weights: str) -> str | None:
+    """The stem ``weights`` were trained with: ``imagenet`` for torchvision's named weights
+    (ImageNet's); for a file, the stem of the registered net ``name`` whose first convolution
+    has the file's kernel size. None when it cannot be told: no such net, a net without a stem
+    choice, a file without that convolution (loading the weights then says what differs)."""
+    if name is None or name not in model_names():
+        return None
+    spec = get_spec(name)
+    if not is_weights_file(weights):
+        return "imagenet" if spec.torchvision else None
+    if not spec.accepts("stem"):
+        return None
+    state = _torchvision_renames(read_weights_file(weights))
+    twin = spec.torchvision
+    if twin is not None:
+        state = twin(state)
+    for stem in STEMS:
+        with torch.device("meta"):  # the layers' shapes, no memory and no initialisation cost
+            net = spec.build(stem=stem)
+        first = _first_conv(net)
+        if first is None:
+            return None
+        kernel = state.get(f"{first[0]}.weight")
+        if kernel is not None and kernel.shape[2:] == first[1].weight.shape[2:]:
+            return stem
+    return None
+
+
+_logged: set[str] = set()
+
+
+def pick_stem(image_size: int, *, name: str | None = None, weights: str | None = None) -> str:
+    """The stem a config builds when it does not choose one: with pretrained ``weights``, the
+    stem they were trained with (ImageNet weights on 28 px digits keep their ImageNet stem: what
+    a user who asks for them expects); otherwise ``stem_for(image_size)``. The choice made by
+    the weights is logged once, with the reason."""
+    by_size = stem_for(image_size)
+    if weights is None:
+        return by_size
+    stem = _cached_weights_stem(name, str(weights), _file_stamp(str(weights)))
+    if stem is None:
+        return by_size
+    size_rule = f" ({image_size} px images alone get the {by_size} stem)" if stem != by_size else ""
+    message = (
+        f"{name or 'the net'}: stem={stem}, the stem of its weights {weights}{size_rule}; "
+        f"model.net.stem={_other(stem)} builds the other one"
+    )
+    if message not in _logged:
+        _logged.add(message)
+        log.info(message)
+    return stem
+
+
+def _file_stamp(weights: str) -> tuple[int, int] | None:
+    """A file's (size, mtime): a file rewritten in place is read again."""
+    try:
+        stat = os.stat(Path(weights).expanduser())
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_weights_stem(
+    name: str | None, weights: str, stamp: tuple[int, int] | None
+) -> str | None:
+    # a config is resolved several times (instantiate, the loggers' hyperparameters): the file
+    # is read once
+    return weights_stem(name, weights)
 
 
 def load_pretrained(model: nn.Module, name: str, weights: str) -> None:
