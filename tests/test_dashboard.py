@@ -19,9 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 from wandb_records import artifacts, history, metric_definitions, run_info, summary
 
 from cnnzoo import plots
-from cnnzoo.callbacks import Dashboard, tracker_links
+from cnnzoo.callbacks import Dashboard
 from cnnzoo.callbacks.dashboard import HPARAMS_TAB, _overridden_keys
 from cnnzoo.config import CONFIG_MODULE
+from cnnzoo.trackers import tracker_links
 from cnnzoo.train import train
 
 

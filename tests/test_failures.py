@@ -23,7 +23,7 @@ from conftest import compose_config, run_training
 from cnnzoo import checkpoint
 from cnnzoo.checkpoint import CheckpointSaveError, read_checkpoint
 from cnnzoo.errors import UserError, user_errors
-from cnnzoo.records import write_job_summary, write_sweep_summary
+from cnnzoo.records import read_job_summary, write_job_summary, write_sweep_summary
 from cnnzoo.resume import plan_resume
 
 
@@ -197,6 +197,15 @@ def test_kill_9_then_resume_ends_exactly_where_an_unbroken_run_ends(
     run_dir = tmp_path / "run"
     killed_run(tmp_path, run_dir, hook)
     assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["epoch"] == 0  # intact
+    # the record written as it started says running; read back, with no process holding the
+    # run, it says what happened
+    assert summary(run_dir)["status"] == "running"
+    killed = read_job_summary(run_dir)
+    assert killed is not None and killed["status"] == "interrupted"
+    assert killed["error"] == (
+        f"pid {summary(run_dir)['pid']} on {socket.gethostname()} ended without recording how "
+        "(killed: kill -9, out of memory, a lost node)"
+    )
     run("train", *DETERMINISTIC, f"ckpt_path={run_dir}/checkpoints/last.ckpt")
     resumed = weights(run_dir / "checkpoints" / "last.ckpt")
     assert resumed.keys() == unbroken.keys()
@@ -307,6 +316,61 @@ def test_a_failed_record_write_leaves_the_previous_record_and_no_temporary_file(
     )
     assert (tmp_path / "summary.json").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+# The disk fills up once the run has trained: every summary.json written after the first (the
+# `running` record written as the run starts) fails with ENOSPC
+RECORD_DISK_FULL = """
+import errno, pathlib
+
+write_text, records = pathlib.Path.write_text, []
+
+def write_text_(path, text, *args, **kwargs):
+    if ".summary.json." in path.name:
+        records.append(path)
+        if len(records) > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return write_text(path, text, *args, **kwargs)
+
+pathlib.Path.write_text = write_text_
+"""
+FAIL_IN_TRAINING = """
+from cnnzoo.module import ImageClassifier
+
+def training_step(self, *args):
+    raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+ImageClassifier.training_step = training_step
+"""
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["completed", "failed"])
+def test_a_record_that_cannot_be_written_is_never_a_success_nor_hides_the_jobs_error(
+    fails: bool, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    script = tmp_path / "record_disk_full_train.py"
+    script.write_text("import os, sys\n" + RECORD_DISK_FULL + (FAIL_IN_TRAINING if fails else "")
+                      + RUN_TRAIN)  # fmt: skip
+
+    result = run(sys.executable, str(script), *SHORT, "trainer.max_epochs=1",
+                 f"hydra.run.dir={run_dir}", check=False)  # fmt: skip
+
+    record_error = f"could not write {run_dir / 'summary.json'}: No space left on device (ENOSPC)"
+    if fails:  # the job's own error, and the record's logged beside it
+        assert result.returncode == 1
+        assert "CUDA error: an illegal memory access" in result.stderr
+        logged = f"The job's record could not be written either: {record_error}"
+        assert logged in result.stdout and logged in (run_dir / "train.log").read_text()
+    else:
+        assert error_message(result) == (
+            f"the run completed, but its record could not be written: {record_error} "
+            f"(its checkpoints are in {run_dir / 'checkpoints'})"
+        )
+        assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    # what the disk kept: the record of a run that started, never one that says it completed
+    assert summary(run_dir)["status"] == "running"
+    assert not list(run_dir.glob(".*.tmp"))
 
 
 def test_only_the_temporary_files_of_gone_processes_are_removed(tmp_path: Path) -> None:

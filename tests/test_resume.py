@@ -208,6 +208,20 @@ def test_one_writer_per_run_dir(tmp_path: Path, caplog: pytest.LogCaptureFixture
     assert "last held by pid 999999 on gone, which is gone: taken over" in caplog.text
 
 
+def test_a_running_record_is_read_as_running_only_while_its_writer_holds_the_run(
+    tmp_path: Path,
+) -> None:
+    from cnnzoo.records import RunLock, read_job_summary, write_job_summary
+
+    write_job_summary(tmp_path, {"status": "running", "pid": 4242, "host": "node-7"})
+    with RunLock(tmp_path):
+        record = read_job_summary(tmp_path)
+        assert record is not None and record["status"] == "running"
+    record = read_job_summary(tmp_path)
+    assert record is not None and record["status"] == "interrupted"
+    assert record["error"].startswith("pid 4242 on node-7 ended without recording how")
+
+
 def test_a_second_process_on_a_running_run_is_refused_naming_the_holder(tmp_path: Path) -> None:
     import subprocess
 

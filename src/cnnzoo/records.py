@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -46,6 +47,7 @@ __all__ = [
     "one_line",
     "outcome_of",
     "read_job_summary",
+    "read_sweep_plan",
     "temp_file",
     "varying_overrides",
     "write_failure",
@@ -216,6 +218,15 @@ def read_job_summary(output_dir: str | Path) -> dict[str, Any] | None:
     if not isinstance(record, dict):
         log.warning("%s is not a job record: skipped", path)
         return None
+    if record.get("status") == Status.RUNNING and RunLock.is_held(path.parent) is False:
+        # written when the job started; no process holds the run any more, and none wrote how
+        # it ended: it was killed (kill -9, out of memory, a lost node) or is being resumed
+        record = {
+            **record,
+            "status": Status.INTERRUPTED,
+            "error": f"{RunLock.holder_of(path.parent / LOCK_FILE, record)} ended without "
+            "recording how (killed: kill -9, out of memory, a lost node)",
+        }
     return record
 
 
@@ -223,6 +234,26 @@ def write_sweep_plan(sweep_dir: str | Path, jobs: Iterable[Sequence[str]]) -> No
     """The jobs a sweep will run (their overrides, by job number), before any starts."""
     plan = {str(number): list(job) for number, job in enumerate(jobs)}
     _write_atomically(Path(sweep_dir) / SWEEP_PLAN, json.dumps(plan, indent=2) + "\n")
+
+
+def read_sweep_plan(sweep_dir: str | Path) -> dict[str, list[str]]:
+    """The jobs ``write_sweep_plan`` wrote; empty (warned) when the file is missing or damaged."""
+    path = Path(sweep_dir) / SWEEP_PLAN
+    if not path.is_file():
+        return {}
+    try:
+        plan = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        log.warning(
+            "%s cannot be read (%s): its jobs that never started are not listed", path, error
+        )
+        return {}
+    if not isinstance(plan, dict) or not all(
+        isinstance(job, list) and all(isinstance(o, str) for o in job) for job in plan.values()
+    ):
+        log.warning("%s is not a sweep plan: its jobs that never started are not listed", path)
+        return {}
+    return {str(number): job for number, job in plan.items()}
 
 
 def one_line(text: str) -> str:
@@ -244,12 +275,10 @@ def write_sweep_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
         record = read_job_summary(path.parent)
         if record is not None:
             jobs.append({"job": path.parent.name, **record})
-    planned = sweep_dir / SWEEP_PLAN
-    if planned.is_file():
-        seen = {job["job"] for job in jobs}
-        for number, overrides in json.loads(planned.read_text()).items():
-            if number not in seen:
-                jobs.append({"job": number, "overrides": overrides, "status": Status.NOT_STARTED})
+    seen = {job["job"] for job in jobs}
+    for number, overrides in read_sweep_plan(sweep_dir).items():
+        if number not in seen:
+            jobs.append({"job": number, "overrides": overrides, "status": Status.NOT_STARTED})
     jobs.sort(key=lambda job: (len(job["job"]), job["job"]))
     metric_names = sorted({name for job in jobs for name in job.get("metrics", {})})
     # the table shows what the sweep varies; summary.json keeps each job's full list
@@ -298,11 +327,33 @@ class RunLock:
         self._fd: int | None = None
 
     @staticmethod
-    def holder_of(path: Path) -> str:
-        with contextlib.suppress(OSError, ValueError):
-            info = json.loads(path.read_text())
+    def holder_of(path: Path, info: dict[str, Any] | None = None) -> str:
+        """``pid <pid> on <host>`` from the lock file (or ``info``, a record that names them)."""
+        if not (info and "pid" in info):
+            try:
+                info = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return "another process"
+        if isinstance(info, dict) and "pid" in info and "host" in info:
             return f"pid {info['pid']} on {info['host']}"
         return "another process"
+
+    @staticmethod
+    def is_held(run_dir: str | Path) -> bool | None:
+        """Whether a live process holds ``run_dir``'s lock (None: this filesystem cannot tell)."""
+        try:
+            fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as error:
+            return True if error.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN) else None
+        finally:
+            os.close(fd)  # (closing it releases a lock this took)
+        return False
 
     def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -368,11 +419,19 @@ class RunAttempt:
     """
 
     def __init__(
-        self, run_dir: str | Path, attempt_dir: str | Path | None = None, *, writer: bool = True
+        self,
+        run_dir: str | Path,
+        attempt_dir: str | Path | None = None,
+        *,
+        writer: bool = True,
+        record: dict[str, Any] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.attempt_dir = None if attempt_dir is None else Path(attempt_dir)
         self.writer = writer
+        # the job's record as it starts (its overrides): written as ``running`` by ``start``, so
+        # that a job killed without a word is told from one that never started
+        self.record = record
         self.started = False
         self._lock = RunLock(self.run_dir)
         self._handler: logging.Handler | None = None
@@ -393,6 +452,16 @@ class RunAttempt:
         if self.attempt_dir is not None and self.writer:
             self._promote(self.attempt_dir)
         self.started = True
+        if self.writer and self.record is not None:
+            self.write_record(
+                {
+                    **self.record,
+                    "status": Status.RUNNING,
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                }
+            )
 
     def _promote(self, attempt_dir: Path) -> None:
         """The attempt's config becomes the run's; the run's ``train.log`` continues."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -24,11 +23,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnzoo import plots
 from cnnzoo.records import (
-    SWEEP_PLAN,
     Status,
     one_line,
     override_key,
     read_job_summary,
+    read_sweep_plan,
     varying_overrides,
     write_failure,
 )
@@ -138,15 +137,7 @@ def _short_value(value: str) -> str:
 
 def _not_started(sweep_dir: Path, recorded: set[str]) -> list[dict[str, Any]]:
     """The jobs a stopped sweep planned (``jobs.json``) and never started."""
-    plan = sweep_dir / SWEEP_PLAN
-    if not plan.is_file():
-        return []
-    try:
-        planned = json.loads(plan.read_text())
-        jobs = {str(number): list(overrides) for number, overrides in planned.items()}
-    except (OSError, ValueError, AttributeError, TypeError) as error:
-        log.warning("%s cannot be read (%s): jobs never started are not listed", plan, error)
-        return []
+    jobs = read_sweep_plan(sweep_dir)
     return [
         {
             "run": number,

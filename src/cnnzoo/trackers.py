@@ -1,4 +1,5 @@
-"""Instantiate the callback and logger groups (name -> ``_target_`` node); trackers' run identity.
+"""Instantiate the callback and logger groups (name -> ``_target_`` node); trackers' run identity
+and where a run's dashboards are (``tracker_links``).
 
 A run resumed in its own directory continues its trackers' records: the W&B run whose id is kept
 in ``<run dir>/wandb_run_id`` (same id, ``resume="allow"``), the CSV log's ``metrics.csv`` and
@@ -23,9 +24,9 @@ from typing import Any, cast
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning import Callback
+from lightning import Callback, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -40,6 +41,7 @@ __all__ = [
     "instantiate_callbacks",
     "instantiate_loggers",
     "run_identity",
+    "tracker_links",
 ]
 
 log = logging.getLogger(__name__)
@@ -275,3 +277,29 @@ def finish_wandb_run(*, failed: bool) -> None:
         # outcome is what its record must say, so the error is a warning
         with best_effort("W&B", "the end of its run"):
             wandb.finish(exit_code=1 if failed else 0)
+
+
+def tracker_links(trainer: Trainer) -> dict[str, Any]:
+    """Where a run's dashboards are, for its ``summary.json``.
+
+    ``{"wandb": {"id", "project", "url"}}`` for an online W&B run; an offline one has
+    ``"offline_dir"`` and ``"sync"`` (the command that uploads it) instead of ``"url"``.
+    ``{"tensorboard": <log dir>}`` for TensorBoard (``tensorboard --logdir <it>``). Empty on
+    processes other than rank zero.
+    """
+    links: dict[str, Any] = {}
+    if not trainer.is_global_zero:
+        return links
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            with best_effort("W&B", "where its run is"):
+                run = logger.experiment
+                entry: dict[str, Any] = {"id": run.id, "project": run.project}
+                if run.offline:
+                    entry.update(offline_dir=run.sync_dir, sync=f"wandb sync {run.sync_dir}")
+                else:
+                    entry["url"] = run.url
+                links["wandb"] = entry
+        elif isinstance(logger, TensorBoardLogger):
+            links["tensorboard"] = logger.log_dir
+    return links

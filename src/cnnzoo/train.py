@@ -26,6 +26,7 @@ from cnnzoo.config import CONFIG_PATH
 from cnnzoo.errors import UserError, as_user_error, user_errors
 from cnnzoo.records import (
     ATTEMPTS_DIR,
+    CHECKPOINT_DIR,
     Outcome,
     RunAttempt,
     Status,
@@ -242,8 +243,8 @@ def _fit_and_test(
     datamodule: L.LightningDataModule,
     plan: ResumePlan | None,
 ) -> dict[str, Any]:
-    from cnnzoo.callbacks.dashboard import tracker_links
     from cnnzoo.checkpoint import load_classifier
+    from cnnzoo.trackers import tracker_links
 
     record: dict[str, Any] = {"output_dir": cfg.paths.output_dir}
     ckpt_path = None if plan is None else str(plan.checkpoint)
@@ -345,8 +346,8 @@ def _run(cfg: DictConfig) -> float | None:
             write_sweep_summary(hydra_cfg.sweep.dir)
             return _result(cfg, child)
     writer = rank_zero_only.rank == 0  # type: ignore[attr-defined]  # set at runtime
-    attempt = RunAttempt(output_dir, _attempt_dir(hydra_cfg), writer=writer)
-    record: dict[str, Any] = {"overrides": overrides, "status": Status.RUNNING}
+    record: dict[str, Any] = {"overrides": overrides}
+    attempt = RunAttempt(output_dir, _attempt_dir(hydra_cfg), writer=writer, record=record)
     error: BaseException | None = None
     try:
         record.update(train(cfg, attempt))
@@ -355,12 +356,21 @@ def _run(cfg: DictConfig) -> float | None:
         error = caught
         user_error = as_user_error(caught)
         outcome = requeue.outcome(caught) or outcome_of(user_error or caught)
-    record.update(outcome.fields)
+    record = {**record, **outcome.fields}
     try:
         if writer:
             attempt.write_record(record)
             if multirun:
                 write_sweep_summary(hydra_cfg.sweep.dir)
+    except Exception as unwritten:
+        if error is None:
+            # trained, but its record says otherwise (or nothing): not a success
+            raise UserError(
+                f"the run completed, but its record could not be written: {unwritten} "
+                f"(its checkpoints are in {output_dir / CHECKPOINT_DIR})"
+            ) from unwritten
+        # the job's own error is the one to report; this one is logged beside it
+        log.error("The job's record could not be written either: %s", unwritten)
     finally:
         attempt.close()
     if error is None:

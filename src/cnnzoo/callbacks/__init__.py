@@ -1,6 +1,6 @@
 """Lightning callbacks that cnnzoo's configs name in ``configs/callbacks/``."""
 
-from cnnzoo.callbacks.dashboard import Dashboard, tracker_links
+from cnnzoo.callbacks.dashboard import Dashboard
 from cnnzoo.callbacks.finite_loss import FiniteLoss, NonFiniteLossError
 from cnnzoo.callbacks.interrupt_checkpoint import InterruptCheckpoint
 from cnnzoo.callbacks.model_checkpoint import ModelCheckpoint
@@ -23,5 +23,4 @@ __all__ = [
     "RngState",
     "TestReport",
     "Throughput",
-    "tracker_links",
 ]

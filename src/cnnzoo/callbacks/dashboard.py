@@ -1,6 +1,6 @@
 """What the trackers' dashboards need beyond the logged metrics: W&B's axes and summaries, the
-first training batch, checkpoints as W&B artifacts, TensorBoard's HPARAMS tab, and where to find
-a run's dashboards (``tracker_links``)."""
+first training batch, checkpoints as W&B artifacts, TensorBoard's HPARAMS tab (where a run's
+dashboards are: ``cnnzoo.trackers.tracker_links``)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from cnnzoo import plots
 from cnnzoo.callbacks.images import class_names, displayable, log_image_file
 from cnnzoo.trackers import best_effort
 
-__all__ = ["Dashboard", "tracker_links"]
+__all__ = ["Dashboard"]
 
 log = logging.getLogger(__name__)
 
@@ -292,29 +292,3 @@ def _overridden_keys() -> list[str]:
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     values = {name: float(value) for name, value in metrics.items()}
     return {name: value for name, value in sorted(values.items()) if math.isfinite(value)}
-
-
-def tracker_links(trainer: L.Trainer) -> dict[str, Any]:
-    """Where a run's dashboards are, for its ``summary.json``.
-
-    ``{"wandb": {"id", "project", "url"}}`` for an online W&B run; an offline one has
-    ``"offline_dir"`` and ``"sync"`` (the command that uploads it) instead of ``"url"``.
-    ``{"tensorboard": <log dir>}`` for TensorBoard (``tensorboard --logdir <it>``). Empty on
-    processes other than rank zero.
-    """
-    links: dict[str, Any] = {}
-    if not trainer.is_global_zero:
-        return links
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            with best_effort("W&B", "where its run is"):
-                run = logger.experiment
-                entry: dict[str, Any] = {"id": run.id, "project": run.project}
-                if run.offline:
-                    entry.update(offline_dir=run.sync_dir, sync=f"wandb sync {run.sync_dir}")
-                else:
-                    entry["url"] = run.url
-                links["wandb"] = entry
-        elif isinstance(logger, TensorBoardLogger):
-            links["tensorboard"] = logger.log_dir
-    return links
