@@ -237,6 +237,10 @@ def test_a_signal_saves_last_and_exits_as_shells_expect_and_nothing_resumes_sile
     # the same run dir again, without ckpt_path: a new run from scratch, not a silent resume
     rerun = run("train", *SHORT, "trainer.max_epochs=1", "test=false", f"hydra.run.dir={run_dir}")
     assert "Restoring states" not in rerun.stdout + rerun.stderr
+    # Lightning's lines are printed once, in the job's format, and kept in its log
+    assert (rerun.stdout + rerun.stderr).count("Seed set to 42") == 1
+    assert "[lightning.fabric.utilities.seed][INFO] - Seed set to 42" in rerun.stdout
+    assert "Seed set to 42" in (run_dir / "train.log").read_text()
     assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 5
 
 

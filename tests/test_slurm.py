@@ -72,6 +72,14 @@ def _requeued(job: str) -> bool:
     )
 
 
+def _start_now(job: str) -> None:
+    """Start a requeued job now rather than after SLURM's 120 s. Not in the second it was
+    requeued: slurmd refuses a job whose credential was revoked in the second its new one was
+    issued ("Killing non-startable batch JobId=…: Job credential revoked", slurm 22.05)."""
+    time.sleep(2)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+
+
 def _array_id(sweep: Path) -> str:
     """The SLURM job array of a sweep's jobs (submitit's folders: ``<array>_<task>``)."""
     names = sorted(p.name for p in (sweep / ".submitit").iterdir())
@@ -154,7 +162,7 @@ def test_pre_empted_and_timed_out_sweep_jobs_resume_in_their_own_dirs(
         )
         _wait(lambda: _requeued(f"{array}_0"), "job 0 to be requeued")
         for job in ("0", "1"):  # the urgent job goes first (a higher tier), then these
-            subprocess.run(["scontrol", "update", f"JobId={array}_{job}", "StartTime=now"])
+            _start_now(f"{array}_{job}")
         output, _ = process.communicate(timeout=600)
     finally:
         process.kill()
@@ -235,7 +243,7 @@ def test_the_readme_sbatch_script_trains_on_a_fresh_clone_and_resumes_after_its_
         reached = _epoch(run_dir)
         subprocess.run(["scancel", "--signal=USR1", job], check=True)
         _wait(lambda: _requeued(job), "the job to requeue itself")
-        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+        _start_now(job)
         _wait(lambda: not _queued(job), "the job to end", timeout=600)
     finally:
         subprocess.run(["scancel", job], check=False)

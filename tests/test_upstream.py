@@ -323,6 +323,19 @@ def test_lightnings_wandb_logger_puts_every_metric_on_the_global_step_through_a_
     assert ("*", "trainer/global_step") in run.axes
 
 
+def test_lightning_adds_its_own_console_handler_on_import() -> None:
+    """The ``lightning`` package's logger has a console handler of its own (``lightning._console``,
+    ``INFO: <message>``) whatever the root logger has. When this fails (no such handler),
+    drop ``cnnzoo.console.LightningLogsThroughHydra``."""
+    import logging
+
+    import lightning
+
+    handler = lightning._console  # type: ignore[attr-defined]
+    assert handler in logging.getLogger("lightning").handlers
+    assert handler.formatter is not None and handler.formatter._fmt == "%(levelname)s: %(message)s"
+
+
 def test_lightnings_messages_that_the_console_filters_are_still_emitted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

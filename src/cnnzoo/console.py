@@ -21,8 +21,10 @@ from hydra.experimental.callback import Callback
 from cnnzoo.errors import UserError
 
 __all__ = [
+    "LightningLogsThroughHydra",
     "WritableOutputDir",
     "fast_group_listing",
+    "lightning_logs_through_root",
     "prepare_command_line",
     "quiet_third_party_messages",
     "quietly",
@@ -203,6 +205,31 @@ class WritableOutputDir(Callback):
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         _writable_folder(Path(str(config.hydra.sweep.dir)), "hydra.sweep.dir")
+
+
+class LightningLogsThroughHydra(Callback):
+    """Hydra callback: Lightning's messages are printed once, in the job's log format, and kept in
+    its ``train.log``."""
+
+    # Workaround: the ``lightning`` package gives its logger a console handler of its own on
+    # import (``INFO: <message>``); imported once Hydra has set up logging, as the entry points
+    # import it, its subpackages also pass every message on to Hydra's handlers: each line twice
+    # on the console (measured on lightning 2.6.6; tests/test_upstream.py::
+    # test_lightning_adds_its_own_console_handler_on_import)
+    def on_job_start(self, config: Any, **kwargs: Any) -> None:
+        lightning_logs_through_root()
+
+
+def lightning_logs_through_root() -> None:
+    """Remove the console handler the ``lightning`` package adds to its logger, when the root
+    logger has handlers of its own (the job's) that Lightning's messages reach."""
+    if not logging.getLogger().handlers:
+        return
+    import lightning
+
+    own = getattr(lightning, "_console", None)
+    if isinstance(own, logging.Handler):
+        logging.getLogger("lightning").removeHandler(own)
 
 
 def _writable_folder(folder: Path, key: str) -> None:
