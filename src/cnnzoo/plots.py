@@ -8,6 +8,7 @@ module — and starting ``python train.py`` — stays fast and needs no display.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,6 +46,9 @@ def _pyplot() -> ModuleType:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # Optuna's study plots draw a categorical choice (data.batch_size: 32, 64, ...) as the
+    # categories it is; matplotlib says so in an info line per axis, which is no news
+    logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
     return plt
 
 
