@@ -7,6 +7,7 @@ whose behaviour is the process itself (exit codes, signals, sweeps, DDP, the ins
 
 from __future__ import annotations
 
+import csv
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -63,6 +64,17 @@ def run_training(output_dir: Path, *overrides: str) -> dict[str, Any]:
         cfg.paths.output_dir = str(output_dir)
         cfg.paths.log_dir = str(output_dir.parent / "logs")
     return train(cfg)
+
+
+def validated_steps(run_dir: Path) -> list[tuple[int, int]]:
+    """(epoch, step) of each validation row of a run's ``csv/version_0/metrics.csv``: a resumed
+    run that trained nothing twice has one row per epoch, at an unbroken run's steps."""
+    with open(run_dir / "csv" / "version_0" / "metrics.csv", newline="") as file:
+        return [
+            (int(float(row["epoch"])), int(float(row["step"])))
+            for row in csv.DictReader(file)
+            if row.get("val/acc")
+        ]
 
 
 @pytest.fixture

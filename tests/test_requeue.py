@@ -21,7 +21,7 @@ import lightning as L
 import pytest
 import torch
 from cli import SHORT, command, env
-from conftest import compose_config
+from conftest import compose_config, validated_steps
 from omegaconf import open_dict
 
 from cnnzoo import requeue
@@ -177,15 +177,6 @@ def test_lightning_does_not_requeue_the_jobs_too(
     assert requeue.cluster_plugins(cfg.trainer) == []
 
 
-def _val_rows(job_dir: Path) -> list[tuple[int, int]]:
-    with open(job_dir / "csv" / "version_0" / "metrics.csv", newline="") as file:
-        return [
-            (int(float(row["epoch"])), int(float(row["step"])))
-            for row in csv.DictReader(file)
-            if row.get("val/acc")
-        ]
-
-
 def _epoch_of(checkpoint: Path) -> int:
     try:
         return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"])
@@ -235,7 +226,7 @@ def test_a_local_launcher_job_requeued_at_its_signal_resumes_in_its_own_dir(
     assert summary["resumed_from"] == str(job / "checkpoints" / "last.ckpt")
     assert sorted(p.name for p in (job / "csv").iterdir()) == ["version_0"]
     # every epoch validated once, at the steps of an unbroken run
-    assert _val_rows(job) == [(e, 40 * (e + 1) - 1) for e in range(4)]
+    assert validated_steps(job) == [(e, 40 * (e + 1) - 1) for e in range(4)]
     log = (job / "train.log").read_text()
     assert "requeued: resuming job 0 from its own checkpoint" in log
     assert "Resuming from" in log

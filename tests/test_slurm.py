@@ -8,7 +8,6 @@ Skipped when no cluster answers (``sinfo``); with ``CNNZOO_TEST_SLURM=1`` (what
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 from cli import ROOT, SHORT, command, env
+from conftest import validated_steps
 from wandb_records import run_info
 
 from cnnzoo.records import Status
@@ -102,15 +102,6 @@ def _epoch(job_dir: Path) -> int:
         return -1
 
 
-def _val_rows(job_dir: Path) -> list[tuple[int, int]]:
-    with open(job_dir / "csv" / "version_0" / "metrics.csv", newline="") as file:
-        return [
-            (int(float(row["epoch"])), int(float(row["step"])))
-            for row in csv.DictReader(file)
-            if row.get("val/acc")
-        ]
-
-
 def test_pre_empted_and_timed_out_sweep_jobs_resume_in_their_own_dirs(
     slurm_cluster: None, tmp_path: Path
 ) -> None:
@@ -177,7 +168,7 @@ def test_pre_empted_and_timed_out_sweep_jobs_resume_in_their_own_dirs(
         # one record: one CSV, each epoch validated once at the steps of an unbroken run, one
         # TensorBoard log, the W&B run continued (a second offline segment of the same id)
         assert sorted(p.name for p in (job_dir / "csv").iterdir()) == ["version_0"]
-        assert _val_rows(job_dir) == [(e, batches * (e + 1) - 1) for e in range(epochs)]
+        assert validated_steps(job_dir) == [(e, batches * (e + 1) - 1) for e in range(epochs)]
         assert sorted(p.name for p in (job_dir / "tensorboard").iterdir()) == ["version_0"]
         first, second = sorted((job_dir / "wandb").glob("offline-run-*/run-*.wandb"))
         run_id = (job_dir / "wandb_run_id").read_text().strip()
@@ -258,7 +249,7 @@ def test_the_readme_sbatch_script_trains_on_a_fresh_clone_and_resumes_after_its_
     assert summary["status"] == Status.COMPLETED, summary
     assert summary["resumed_from"] == f"logs/train/runs/slurm-{job}/checkpoints/last.ckpt"
     assert sorted(p.name for p in (run_dir / "csv").iterdir()) == ["version_0"]
-    assert _val_rows(run_dir) == [(e, batches * (e + 1) - 1) for e in range(epochs)]
+    assert validated_steps(run_dir) == [(e, batches * (e + 1) - 1) for e in range(epochs)]
     log = (run_dir / "train.log").read_text()
     # both ranks stopped after the same batch and saved it; the job resumed exactly there
     saved = set(re.findall(r"Training interrupted: saving \S+ at step (\d+)", log))
