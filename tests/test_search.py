@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -282,6 +283,24 @@ def test_a_custom_search_space_draws_dependent_parameters(tmp_path: Path) -> Non
         assert lr / 100 <= decay <= lr
         config = yaml.safe_load((sweep / str(trial.number) / ".hydra" / "config.yaml").read_text())
         assert config["model"]["optimizer"]["weight_decay"] == decay
+
+
+def test_parallel_trials_take_slots_whichever_order_hydra_found_the_launchers_in() -> None:
+    """With cnnzoo's launchers found before Hydra's submitit plugin (a plain install, or ``src``
+    on ``PYTHONPATH``), Hydra's scan makes a new submitit base class after cnnzoo's subclassed the
+    old one: the sweeper still knows its launcher runs each trial in a slot of its own."""
+    scan = (
+        "import hydra_plugins\n"
+        "from hydra.core.plugins import Plugins\n"
+        "from hydra_plugins.cnnzoo_submitit_launcher.launcher import LocalLauncher, SlurmLauncher\n"
+        "from hydra_plugins.cnnzoo_optuna_sweeper.sweeper import _is_submitit\n"
+        "Plugins._scan_all_plugins([hydra_plugins])\n"
+        "print(*(_is_submitit(object.__new__(c)) for c in (LocalLauncher, SlurmLauncher)))\n"
+        "from hydra._internal.core_plugins.basic_launcher import BasicLauncher\n"
+        "print(_is_submitit(object.__new__(BasicLauncher)))\n"
+    )
+    shown = subprocess.run([sys.executable, "-c", scan], capture_output=True, text=True, check=True)
+    assert shown.stdout.split() == ["True", "True", "False"]
 
 
 @pytest.mark.slow  # three trainings in parallel processes (~1.5 min on 2 CPU cores)

@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -527,6 +528,23 @@ def test_hydra_turns_an_exception_in_a_callback_into_a_warning() -> None:
     )
     with pytest.warns(UserWarning, match="RaiseAtRunStart.on_run_start raised OSError"):
         Callbacks(config).on_run_start(config=config, config_name="app")
+
+
+def test_hydras_plugin_scan_executes_imported_plugin_modules_again() -> None:
+    """Hydra's plugin scan runs every ``hydra_plugins`` module's code again, also one already
+    imported: its classes are new objects, and a class built on the old ones is no subclass of
+    the new. When this fails (the scan reuses an imported module), the sweeper's
+    ``_is_submitit`` may use ``isinstance`` again."""
+    scan = (
+        "import hydra_plugins\n"
+        "from hydra.core.plugins import Plugins\n"
+        "from hydra_plugins.hydra_submitit_launcher import submitit_launcher\n"
+        "before = submitit_launcher.BaseSubmititLauncher\n"
+        "Plugins._scan_all_plugins([hydra_plugins])\n"
+        "print(submitit_launcher.BaseSubmititLauncher is before)\n"
+    )
+    shown = subprocess.run([sys.executable, "-c", scan], capture_output=True, text=True, check=True)
+    assert shown.stdout.split() == ["False"]
 
 
 def test_hydras_config_loader_copies_its_repository_for_every_group_question(
