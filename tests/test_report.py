@@ -75,9 +75,11 @@ def test_runs_are_labelled_by_what_the_sweep_varied() -> None:
             ["model=lenet", "seed=1", "debug=limit", "+optuna_trial=0"],
             ["model=mlp", "seed=1", "debug=limit", "+optuna_trial=1"],
             ["model.optimizer.lr=0.0012345678", "seed=1", "debug=limit", "hydra.job.num=2"],
+            # resumed after a requeue: how it ran, not what it is
+            ["model=mlp", "seed=1", "debug=limit", "ckpt_path=last"],
         ]
     )
-    assert labels == [["model=lenet"], ["model=mlp"], ["lr=0.00123"]]
+    assert labels == [["model=lenet"], ["model=mlp"], ["lr=0.00123"], ["model=mlp"]]
     assert shared == ["seed=1", "debug=limit"]
 
 

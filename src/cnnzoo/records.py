@@ -138,8 +138,9 @@ def override_key(override: str) -> str:
     return str(parsed.key_or_group)
 
 
-# overrides that tell jobs apart without describing them (Hydra's, the Optuna trial number)
-_IDENTITY = ("hydra.", "hydra/", "optuna_trial")
+# overrides that tell jobs apart without describing them (Hydra's, the Optuna trial number) or
+# say how a job ran rather than what it is (ckpt_path=last: a requeued or rerun job resumed)
+_IDENTITY = ("hydra.", "hydra/", "optuna_trial", "ckpt_path")
 
 
 def varying_overrides(jobs: Sequence[Sequence[str]]) -> list[list[str]]:
