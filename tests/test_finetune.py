@@ -67,6 +67,21 @@ def test_library_nets_split_at_their_classifier() -> None:
     assert ids(head["params"]) == ids(list(vgg.classifier[-1].parameters()))
 
 
+def test_googlenets_auxiliary_classifiers_keep_the_lr_as_its_classifier_does() -> None:
+    """A new class count makes GoogLeNet's auxiliary classifiers' last layers anew, as its fc:
+    they learn at the full lr; the auxiliary heads' pretrained convolutions are backbone."""
+    ours = create_model("googlenet", num_classes=10)
+    theirs = torchvision.models.googlenet(num_classes=10, aux_logits=True, init_weights=False)
+    inception = torchvision.models.inception_v3(num_classes=10, aux_logits=True, init_weights=False)
+    for net, heads in [
+        (ours, [ours.fc, ours.aux1.fc2, ours.aux2.fc2]),
+        (theirs, [theirs.fc, theirs.aux1.fc2, theirs.aux2.fc2]),
+        (inception, [inception.fc, inception.AuxLogits.fc]),
+    ]:
+        _, head = param_groups(net, exclude_norm_and_bias=False, backbone_lr_scale=0.1, lr=1.0)
+        assert ids(head["params"]) == ids([p for layer in heads for p in layer.parameters()])
+
+
 def test_without_a_scale_the_groups_are_unchanged_and_a_scale_needs_the_base_lr() -> None:
     net = create_model("lenet", num_classes=10)
     assert [len(g["params"]) for g in param_groups(net, exclude_norm_and_bias=False)] == [10]

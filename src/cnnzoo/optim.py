@@ -11,7 +11,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["classifier_of", "param_groups", "warmup_cosine", "warmup_multistep"]
+__all__ = ["classifier_of", "classifiers_of", "param_groups", "warmup_cosine", "warmup_multistep"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,23 @@ def classifier_of(module: nn.Module) -> nn.Module:
     return linears[-1]
 
 
+def classifiers_of(module: nn.Module) -> list[nn.Module]:
+    """The layers a new class count makes anew: the final classifier (``classifier_of``) and the
+    auxiliary classifiers' last layers — a ``Linear`` to the same classes inside a submodule named
+    ``aux…`` (GoogLeNet's ``aux1.fc2``/``aux2.fc2``, cnnzoo's and torchvision's; Inception v3's
+    ``AuxLogits.fc``)."""
+    classifier = classifier_of(module)
+    classes = getattr(classifier, "out_features", None)
+    auxiliary = [
+        layer
+        for name, layer in module.named_modules()
+        if isinstance(layer, nn.Linear)
+        and layer.out_features == classes
+        and any(part.lower().startswith("aux") for part in name.split(".")[:-1])
+    ]
+    return [classifier, *auxiliary]
+
+
 def param_groups(
     module: nn.Module,
     *,
@@ -47,8 +64,9 @@ def param_groups(
     Every parameter with at most one dimension is one of those (ConvNeXt's layer-scale ``gamma``
     too) — the rule timm uses.
 
-    With ``backbone_lr_scale`` != 1 (fine-tuning pretrained weights), the classifier's
-    parameters (``classifier_of``) keep the optimizer's lr — their groups carry no ``"lr"`` —
+    With ``backbone_lr_scale`` != 1 (fine-tuning pretrained weights), the classifiers'
+    parameters (``classifiers_of``: the final one and GoogLeNet's auxiliary ones, which a new
+    class count makes anew) keep the optimizer's lr — their groups carry no ``"lr"`` —
     and every other parameter's group carries ``"lr": lr * backbone_lr_scale``, so ``lr`` (the
     optimizer's base lr) is needed; an explicit ``"lr"`` in a group wins over the optimizer's
     default. Schedulers that scale each group's own initial lr (``LambdaLR``: ``warmup_cosine``,
@@ -66,7 +84,7 @@ def param_groups(
             )
         if not backbone_lr_scale > 0:
             raise ValueError(f"backbone_lr_scale must be positive, got {backbone_lr_scale}")
-        head_ids = {id(p) for p in classifier_of(module).parameters()}
+        head_ids = {id(p) for layer in classifiers_of(module) for p in layer.parameters()}
         head = [p for p in params if id(p) in head_ids]
         backbone = [p for p in params if id(p) not in head_ids]
         parts = [(backbone, {"lr": lr * backbone_lr_scale}), (head, {})]
