@@ -12,6 +12,7 @@ import optuna
 import pytest
 from conftest import compose_config
 
+from cnnzoo.errors import UserError
 from hydra_plugins.cnnzoo_optuna_sweeper.results import experiment_yaml, write_results
 from hydra_plugins.cnnzoo_optuna_sweeper.space import search_space
 
@@ -92,7 +93,7 @@ def test_the_grid_of_a_discrete_space() -> None:
         "seed": [1, 2],
         "model.optimizer.lr": [0.1, 0.2, 0.3],
     }
-    with pytest.raises(ValueError, match="GridSampler needs discrete values"):
+    with pytest.raises(UserError, match="GridSampler needs discrete values"):
         search_space({}, ["lr=interval(0.1, 1)"]).grid()
 
 

@@ -90,7 +90,9 @@ class Dimension:
         if spec["type"] == "float" and step and not spec.get("log"):
             count = round((high - low) / step)
             return [round(low + i * step, 12) for i in range(count + 1)]
-        raise ValueError(
+        from cnnzoo.errors import UserError
+
+        raise UserError(
             f"{self.name}: GridSampler needs discrete values (choices, integers, or floats with "
             f"a step), not {dict(spec)}"
         )

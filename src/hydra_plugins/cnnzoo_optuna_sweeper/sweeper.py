@@ -270,6 +270,9 @@ class OptunaSweeper(Sweeper):
         import optuna
         from optuna.storages import RetryHeartbeatStaleTrialCallback
 
+        # the sampler first: a space it cannot take (a grid over a continuous range) is refused
+        # before a study is stored anywhere
+        sampler = self._sampler(space, 0)
         url = study_storage(sweep_dir, self.conf.storage)
         self.retry = RetryHeartbeatStaleTrialCallback(
             max_retry=self.conf.max_retry, inherit_intermediate_values=True
@@ -283,7 +286,7 @@ class OptunaSweeper(Sweeper):
         study = optuna.create_study(
             study_name=self.conf.study_name,
             storage=self.storage,
-            sampler=self._sampler(space, 0),
+            sampler=sampler,
             directions=self.directions,
             load_if_exists=True,
         )
