@@ -25,6 +25,7 @@ def test_ckpt_path_last_continues_the_newest_run_in_its_own_dir(tmp_path: Path) 
     run("train", *args, "trainer.max_epochs=1")
     (run_dir,) = (tmp_path / "debug" / "runs").iterdir()
     first_id = (run_dir / "wandb_run_id").read_text().strip()
+    first_part = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["train_time_s"]
 
     run("train", *args, "trainer.max_epochs=2", "ckpt_path=last")
 
@@ -33,6 +34,8 @@ def test_ckpt_path_last_continues_the_newest_run_in_its_own_dir(tmp_path: Path) 
     assert record["status"] == "completed"
     assert record["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
     assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["epoch"] == 1
+    # the training time counts both parts, as an unbroken run's would
+    assert 0 < first_part < record["train_time_s"]
     # one CSV log: the first part's rows kept, the second's appended, each epoch once
     assert [p.name for p in (run_dir / "csv").iterdir()] == ["version_0"]
     assert sorted(p.name for p in (run_dir / "csv/version_0").iterdir()) == [
@@ -43,6 +46,7 @@ def test_ckpt_path_last_continues_the_newest_run_in_its_own_dir(tmp_path: Path) 
         rows = list(csv.DictReader(f))
     assert [float(row["epoch"]) for row in rows if row["val/acc"]] == [0, 1]
     assert [float(row["epoch"]) for row in rows if row["train/loss_epoch"]] == [0, 1]
+    assert [row["step"] for row in rows if row["model/params"]] == ["0"]  # logged at the start
     log = (run_dir / "train.log").read_text()
     assert log.count("Instantiating datamodule") == 2  # both parts of the run, one log
     # the W&B run resumed: a second offline segment of the same run id

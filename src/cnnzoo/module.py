@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -17,10 +18,12 @@ from cnnzoo.errors import check_choice, user_errors
 from cnnzoo.models.weights import PRETRAINED_KEYS, without_weights
 from cnnzoo.optim import param_groups
 
-__all__ = ["STAGES", "EpochStats", "ImageClassifier", "split_logits"]
+__all__ = ["STAGES", "TRAIN_TIME_KEY", "EpochStats", "ImageClassifier", "split_logits"]
 
 Batch = tuple[Tensor, Tensor]
 STAGES = ("train", "val", "test")
+# a checkpoint's seconds of training so far (``ImageClassifier.train_time_s``)
+TRAIN_TIME_KEY = "train_time_s"
 
 
 def _plain(node: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -234,6 +237,26 @@ class ImageClassifier(L.LightningModule):
             values["train/loss_epoch"] = values.pop("train/loss")
         self.log_dict(values, prog_bar=True)
         return values
+
+    # --- training time, carried by the checkpoints across resumes ----------------------------
+
+    def on_fit_start(self) -> None:
+        self._fit_start: float | None = time.perf_counter()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[TRAIN_TIME_KEY] = self.train_time_s
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._train_time_before = float(checkpoint.get(TRAIN_TIME_KEY, 0.0))
+
+    @property
+    def train_time_s(self) -> float:
+        """Seconds spent fitting: this process's ``fit`` so far, plus what the checkpoint it
+        resumed from had recorded — a run resumed after a pre-emption counts its whole training,
+        comparable with an unbroken run's (the work lost since that checkpoint is not counted)."""
+        start = getattr(self, "_fit_start", None)
+        before = getattr(self, "_train_time_before", 0.0)
+        return before + (0.0 if start is None else time.perf_counter() - start)
 
     def on_train_start(self) -> None:
         # the sanity check's validation must not count towards the best accuracy

@@ -253,7 +253,9 @@ def _fit_and_test(
     start = time.perf_counter()
     if cfg.get("train"):
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    record["train_time_s"] = time.perf_counter() - start
+    # the whole training, resumed parts included (the checkpoints carry it); a LightningModule
+    # of the user's own: this process's
+    record["train_time_s"] = getattr(model, "train_time_s", time.perf_counter() - start)
     _raise_if_pruned(trainer)
     fit_metrics = _metrics(trainer)
     best, last = _checkpoints(trainer)

@@ -35,7 +35,8 @@ class ModelStats(L.Callback):
             stats["model/flops"] = count_flops(net, shape)
         for logger in trainer.loggers:
             logger.log_hyperparams(stats)
-            logger.log_metrics(stats, step=0)
+            if trainer.ckpt_path is None:  # a resumed run's log holds them from its start
+                logger.log_metrics(stats, step=0)
         at = f" at {'x'.join(map(str, shape))}" if shape is not None else ""
         flops = f", {format_count(stats['model/flops'])} FLOPs per image{at}" if shape else ""
         log.info(
