@@ -119,6 +119,8 @@ def test_failed_and_pruned_trials_are_recorded_and_the_study_goes_on(tmp_path: P
     assert result.returncode == 1  # no trial completed: the search found nothing
     assert "Traceback" not in result.stderr
     assert "no trial of the study 'edge' completed (3 trials:" in result.stderr
+    # each outcome said once, by the sweeper: a pruned trial is no "Error executing job"
+    assert "Error executing job" not in result.stdout + result.stderr
     assert (sweep / "report" / "report.md").is_file()  # written with whatever finished
     done = trials(sweep, "edge")
     assert len(done) == 3

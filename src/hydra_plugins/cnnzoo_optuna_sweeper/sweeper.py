@@ -31,6 +31,8 @@ what long searches on a cluster need:
   and ``optimization_results.yaml``.
 """
 
+import contextlib
+import io
 import logging
 import math
 import os
@@ -207,6 +209,18 @@ _SUBMITIT_BASE = ("hydra_plugins.hydra_submitit_launcher.submitit_launcher", "Ba
 def _is_submitit(launcher: Any) -> bool:
     """Whether ``launcher`` is one of Hydra's submitit launchers (cnnzoo's subclasses too)."""
     return any((c.__module__, c.__qualname__) == _SUBMITIT_BASE for c in type(launcher).__mro__)
+
+
+def _return_value(result: Any) -> Any:
+    """``JobReturn.return_value``: the job's value, or its exception raised again — without the
+    "Error executing job with overrides" line Hydra writes to stderr then (a pruned trial is no
+    error; the sweeper logs each outcome in a line of its own)."""
+    from hydra.core.utils import JobStatus
+
+    if result.status == JobStatus.COMPLETED:
+        return result.return_value
+    with contextlib.redirect_stderr(io.StringIO()):
+        return result.return_value
 
 
 class OptunaSweeper(Sweeper):
@@ -525,7 +539,7 @@ class OptunaSweeper(Sweeper):
         state = optuna.trial.TrialState
         number = job.trial.number
         try:
-            value = result.return_value
+            value = _return_value(result)
         except optuna.TrialPruned as error:
             log.info("Trial %d pruned: %s", number, error)
             self._finish(study, number, state.PRUNED, f"pruned: {error}")
