@@ -81,6 +81,9 @@ def test_runs_are_labelled_by_what_the_sweep_varied() -> None:
     )
     assert labels == [["model=lenet"], ["model=mlp"], ["lr=0.00123"], ["model=mlp"]]
     assert shared == ["seed=1", "debug=limit"]
+    # the first run listed was resumed: the others did not share its checkpoint
+    _, shared = run_labels([["seed=1", "ckpt_path=/runs/a/last.ckpt"], ["seed=2"]])
+    assert shared == []
 
 
 def test_the_report_reads_the_recorded_size_and_cost_and_never_rebuilds_a_network(

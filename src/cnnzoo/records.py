@@ -43,6 +43,7 @@ __all__ = [
     "RunLock",
     "RunLockedError",
     "Status",
+    "identifies_only",
     "override_key",
     "one_line",
     "outcome_of",
@@ -143,14 +144,19 @@ def override_key(override: str) -> str:
 _IDENTITY = ("hydra.", "hydra/", "optuna_trial", "ckpt_path")
 
 
+def identifies_only(key: str) -> bool:
+    """Whether an override of ``key`` only tells a job apart or says how it ran (Hydra's own
+    keys, the Optuna trial number, ``ckpt_path``): never part of what a sweep varies or shares."""
+    return key.startswith(_IDENTITY)
+
+
 def varying_overrides(jobs: Sequence[Sequence[str]]) -> list[list[str]]:
     """Per job, its overrides of the keys whose value is not the same in every job (a key set in
     some jobs only varies too): what a sweep varies. One job: all its overrides."""
     if len(jobs) < 2:
         return [list(job) for job in jobs]
     parsed = [
-        {override_key(o): o for o in job if not override_key(o).startswith(_IDENTITY)}
-        for job in jobs
+        {override_key(o): o for o in job if not identifies_only(override_key(o))} for job in jobs
     ]
     keys = list(dict.fromkeys(key for job in parsed for key in job))
     varied = [key for key in keys if len({job.get(key) for job in parsed}) > 1]

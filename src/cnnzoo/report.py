@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnzoo import plots
 from cnnzoo.records import (
     Status,
+    identifies_only,
     one_line,
     override_key,
     read_job_summary,
@@ -41,8 +42,6 @@ log = logging.getLogger(__name__)
 ACCURACY_KEYS = ("test/acc", "val/acc_best", "val/acc")
 CURVE_METRICS = ("val/acc", "val/loss", "train/loss_epoch")
 STAT_METRICS = ("model/params", "model/flops")
-# overrides that tell jobs apart without describing them: never part of a run's label
-IDENTITY_KEYS = ("optuna_trial",)
 
 
 def _yaml(path: Path) -> Any:
@@ -176,9 +175,7 @@ def run_labels(overrides: list[list[str]]) -> tuple[list[list[str]], list[str]]:
     shared = [
         o
         for o in (overrides[0] if overrides else [])
-        if not override_key(o).startswith(("hydra.", "hydra/"))
-        and override_key(o) not in IDENTITY_KEYS
-        and override_key(o) not in keys
+        if not identifies_only(override_key(o)) and override_key(o) not in keys
     ]
     return labels, shared
 
