@@ -11,7 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from cli import SHORT, error_message, run
+from conftest import compose_config
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from wandb_records import run_info
 
@@ -47,6 +50,11 @@ def test_ckpt_path_last_continues_the_newest_run_in_its_own_dir(tmp_path: Path) 
     assert [float(row["epoch"]) for row in rows if row["val/acc"]] == [0, 1]
     assert [float(row["epoch"]) for row in rows if row["train/loss_epoch"]] == [0, 1]
     assert [row["step"] for row in rows if row["model/params"]] == ["0"]  # logged at the start
+    # the best val/acc goes on from the first part's: never below an earlier epoch's val/acc
+    val_acc = [float(row["val/acc"]) for row in rows if row["val/acc"]]
+    best = [float(row["val/acc_best"]) for row in rows if row["val/acc_best"]]
+    assert best == [max(val_acc[: i + 1]) for i in range(len(val_acc))]
+    assert record["metrics"]["val/acc_best"] == pytest.approx(max(val_acc))
     log = (run_dir / "train.log").read_text()
     assert log.count("Instantiating datamodule") == 2  # both parts of the run, one log
     # the W&B run resumed: a second offline segment of the same run id
@@ -255,3 +263,20 @@ def test_a_second_process_on_a_running_run_is_refused_naming_the_holder(tmp_path
     with open(run_dir / "csv/version_0/metrics.csv", newline="") as f:
         epochs = [row["epoch"] for row in csv.DictReader(f) if row["val/acc"]]
     assert len(epochs) == len(set(epochs))  # no epoch logged twice
+
+
+def test_the_best_val_acc_goes_on_from_the_checkpoint_a_run_resumes() -> None:
+    """A resumed run's ``val/acc_best`` (the default ``optimized_metric``) starts from its
+    checkpoint's best, not from the first epoch it validates after the resume."""
+    cfg = compose_config(*SHORT)
+    first = instantiate(cfg.model, _recursive_=False, _convert_="all")
+    first.metrics["val_acc_best"].update(torch.tensor(0.9))
+    checkpoint: dict = {}
+    first.on_save_checkpoint(checkpoint)
+
+    resumed = instantiate(cfg.model, _recursive_=False, _convert_="all")
+    resumed.on_load_checkpoint(checkpoint)
+    resumed.on_train_start()
+    best = resumed.metrics["val_acc_best"]
+    best.update(torch.tensor(0.5))  # a worse epoch after the resume
+    assert float(best.compute()) == pytest.approx(0.9)

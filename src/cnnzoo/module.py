@@ -18,12 +18,21 @@ from cnnzoo.errors import check_choice, user_errors
 from cnnzoo.models.weights import PRETRAINED_KEYS, without_weights
 from cnnzoo.optim import param_groups
 
-__all__ = ["STAGES", "TRAIN_TIME_KEY", "EpochStats", "ImageClassifier", "split_logits"]
+__all__ = [
+    "STAGES",
+    "TRAIN_TIME_KEY",
+    "VAL_ACC_BEST_KEY",
+    "EpochStats",
+    "ImageClassifier",
+    "split_logits",
+]
 
 Batch = tuple[Tensor, Tensor]
 STAGES = ("train", "val", "test")
 # a checkpoint's seconds of training so far (``ImageClassifier.train_time_s``)
 TRAIN_TIME_KEY = "train_time_s"
+# a checkpoint's best val/acc so far, which a resumed run's val/acc_best starts from
+VAL_ACC_BEST_KEY = "val_acc_best"
 
 
 def _plain(node: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -238,16 +247,20 @@ class ImageClassifier(L.LightningModule):
         self.log_dict(values, prog_bar=True)
         return values
 
-    # --- training time, carried by the checkpoints across resumes ----------------------------
+    # --- training time and the best val/acc, carried by the checkpoints across resumes --------
 
     def on_fit_start(self) -> None:
         self._fit_start: float | None = time.perf_counter()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[TRAIN_TIME_KEY] = self.train_time_s
+        best = cast(Metric, self.metrics["val_acc_best"])
+        if best.update_count:
+            checkpoint[VAL_ACC_BEST_KEY] = float(best.compute())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._train_time_before = float(checkpoint.get(TRAIN_TIME_KEY, 0.0))
+        self._val_acc_best: float | None = checkpoint.get(VAL_ACC_BEST_KEY)
 
     @property
     def train_time_s(self) -> float:
@@ -259,8 +272,13 @@ class ImageClassifier(L.LightningModule):
         return before + (0.0 if start is None else time.perf_counter() - start)
 
     def on_train_start(self) -> None:
-        # the sanity check's validation must not count towards the best accuracy
-        cast(Metric, self.metrics["val_acc_best"]).reset()
+        # the sanity check's validation must not count towards the best accuracy; a resumed
+        # run's best so far (its checkpoint's) does
+        best = cast(Metric, self.metrics["val_acc_best"])
+        best.reset()
+        restored = getattr(self, "_val_acc_best", None)
+        if restored is not None:
+            best.update(torch.tensor(restored, device=self.device))
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
