@@ -175,6 +175,11 @@ def test_a_resume_that_fails_its_checks_leaves_the_run_byte_identical_and_one_th
     # another network, then another optimizer: one line naming what differs, exit 1
     net = run("train", *args, f"ckpt_path={ckpt}", "model=lenet", check=False)
     optimizer = run("train", *args, f"ckpt_path={ckpt}", "model/optimizer=sgd", check=False)
+    # a key or an option that does not exist: Hydra's message, as without ckpt_path
+    typo = run("train", *args, f"ckpt_path={ckpt}", "trainer.max_epochz=4", check=False)
+    assert "Could not override 'trainer.max_epochz'" in error_message(typo)
+    missing = run("train", *args, f"ckpt_path={ckpt}", "model=resnet19", check=False)
+    assert "Could not find 'model/resnet19'" in error_message(missing)
 
     assert (
         "its network differs from this run's (the checkpoint's is resnet20, this run's lenet"

@@ -297,12 +297,22 @@ def _compose(args: Any) -> DictConfig:
     extra = []
     if args.config_dir:
         extra.append(f"hydra.searchpath=[file://{os.path.abspath(args.config_dir)}]")
+    from hydra.errors import HydraException
+
+    from cnnzoo.errors import UserError
+
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
             return compose(
                 config_name=args.config_name or "train", overrides=[*args.overrides, *extra]
             )
+    except HydraException as error:
+        if isinstance(error, UserError):
+            raise
+        # an unknown key or option on a resume's command line: Hydra's own message, as without
+        # ckpt_path (this runs before Hydra's main, which would print it so)
+        raise UserError(str(error)) from None
     finally:
         GlobalHydra.instance().clear()
 
