@@ -233,6 +233,10 @@ def test_a_signal_saves_last_and_exits_as_shells_expect_and_nothing_resumes_sile
     assert record["status"] == "interrupted"
     interrupted = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     assert interrupted["global_step"] > 0
+    # what the run had when it stopped: the checkpoint to resume from, the last epoch's metrics
+    assert record["last_ckpt"] == str(run_dir / "checkpoints" / "last.ckpt")
+    assert record["best_ckpt"] == str(run_dir / "checkpoints" / "best.ckpt")
+    assert "val/acc" in record["metrics"] and record["train_time_s"] > 0
 
     # the same run dir again, without ckpt_path: a new run from scratch, not a silent resume
     rerun = run("train", *SHORT, "trainer.max_epochs=1", "test=false", f"hydra.run.dir={run_dir}")

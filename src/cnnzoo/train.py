@@ -214,6 +214,9 @@ def train(cfg: DictConfig, attempt: RunAttempt | None = None) -> dict[str, Any]:
         try:
             record = _fit_and_test(cfg, trainer, model, datamodule, plan)
         except BaseException:
+            if attempt.record is not None:
+                # what the run had when it stopped: its checkpoints, metrics, training time
+                attempt.record.update(_stopped_record(run_dir, trainer, model, plan))
             finish_wandb_run(failed=True)
             raise
         finish_wandb_run(failed=False)
@@ -234,6 +237,26 @@ def _plugins(trainer_cfg: DictConfig) -> dict[str, Any]:
     if not extra:
         return {}
     return {"plugins": [*instantiate(trainer_cfg.get("plugins") or []), *extra]}
+
+
+def _stopped_record(
+    run_dir: Path, trainer: L.Trainer, model: L.LightningModule, plan: ResumePlan | None
+) -> dict[str, Any]:
+    """The record of a run that stopped (interrupted, failed): the checkpoints on disk (an
+    interrupted run's ``last.ckpt`` is at the batch it reached), the last metrics logged and the
+    training time so far."""
+    best, _ = _checkpoints(trainer)
+    last = newest_checkpoint(run_dir)
+    record: dict[str, Any] = {
+        "best_ckpt": best,
+        "last_ckpt": None if last is None else str(last),
+        "metrics": _metrics(trainer),
+    }
+    if plan is not None:
+        record["resumed_from"] = str(plan.checkpoint)
+    if hasattr(model, "train_time_s"):
+        record["train_time_s"] = model.train_time_s
+    return {key: value for key, value in record.items() if value not in (None, {})}
 
 
 def _fit_and_test(
