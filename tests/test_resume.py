@@ -175,6 +175,12 @@ def test_a_resume_that_fails_its_checks_leaves_the_run_byte_identical_and_one_th
     # another network, then another optimizer: one line naming what differs, exit 1
     net = run("train", *args, f"ckpt_path={ckpt}", "model=lenet", check=False)
     optimizer = run("train", *args, f"ckpt_path={ckpt}", "model/optimizer=sgd", check=False)
+    # the same network with other settings: the message names the setting, not just a weight
+    deeper = run("train", *args, f"ckpt_path={ckpt}", "+model.net.layers=[2,2,2]", check=False)
+    assert (
+        "settings that differ: model.net.layers: [1, 1, 1] in the checkpoint, [2, 2, 2] here"
+        in error_message(deeper)
+    )
     # a key or an option that does not exist: Hydra's message, as without ckpt_path
     typo = run("train", *args, f"ckpt_path={ckpt}", "trainer.max_epochz=4", check=False)
     assert "Could not override 'trainer.max_epochz'" in error_message(typo)
@@ -189,7 +195,7 @@ def test_a_resume_that_fails_its_checks_leaves_the_run_byte_identical_and_one_th
     assert "state_dict" not in net.stderr and len(net.stderr) < 2000
     assert _record(run_dir) == before  # summary, config, logs: byte-identical
     attempts = sorted((run_dir / "attempts").iterdir())
-    assert len(attempts) == 2
+    assert len(attempts) == 3
     for attempt in attempts:  # each failed attempt has its own record
         record = json.loads((attempt / "attempt.json").read_text())
         assert record["status"] == "failed" and "cannot resume" in record["error"]

@@ -72,8 +72,9 @@ class ResumePlan:
     shapes: dict[str, tuple[int, ...]] = field(repr=False)
     optimizer: dict[str, Any] | None = field(repr=False)
     optimizer_groups: list[tuple[frozenset[str], int]] = field(repr=False)
-    # the checkpoint's network, as its config names it (for messages)
+    # the checkpoint's network, as its config names it, and its settings (for messages)
     net: str = "?"
+    net_config: dict[str, Any] = field(default_factory=dict, repr=False)
     # lines for the run's log, said once logging is set up
     notes: tuple[str, ...] = ()
 
@@ -189,12 +190,41 @@ def plan_resume(
         shapes={key: tuple(value.shape) for key, value in state.items() if hasattr(value, "shape")},
         optimizer=checkpoint["hyper_parameters"].get("optimizer"),
         net=_net_name(checkpoint["hyper_parameters"].get("net")),
+        net_config=dict(checkpoint["hyper_parameters"].get("net") or {}),
         optimizer_groups=[
             (frozenset(k for k in group if k not in _SCHEDULER_KEYS), len(group.get("params", [])))
             for group in groups
         ],
         notes=tuple(notes),
     )
+
+
+def _flat(node: Any, prefix: str = "model.net") -> dict[str, Any]:
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(node, dict):
+        return {prefix: node}
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        flat.update(_flat(value, f"{prefix}.{key}"))
+    return flat
+
+
+def _differing_settings(theirs: Any, ours: Any) -> str:
+    """The network settings (``model.net.*``) whose values differ between the checkpoint's
+    config and this run's — what to change, rather than the first weight whose shape differs.
+    Weights are left out: a run's ``weights`` are where it started, not its shape."""
+    from cnnzoo.models.weights import PRETRAINED_KEYS
+
+    a, b = _flat(theirs or {}), _flat(ours or {})
+    keys = [
+        key
+        for key in dict.fromkeys([*a, *b])
+        if a.get(key) != b.get(key) and key.rsplit(".", 1)[-1] not in PRETRAINED_KEYS
+    ]
+    return ", ".join(f"{key}: {a.get(key)} in the checkpoint, {b.get(key)} here" for key in keys)
 
 
 # keys a learning-rate scheduler adds to an optimizer's param groups
@@ -216,6 +246,9 @@ def check_resumable(plan: ResumePlan, model: ImageClassifier) -> None:
     optimizer is not the one this run built — before anything is written."""
     mine = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     nets = f"the checkpoint's is {plan.net}, this run's {_net_name(model.hparams.get('net'))}"
+    settings_differ = _differing_settings(plan.net_config, model.hparams.get("net"))
+    if settings_differ:
+        nets += f"; settings that differ: {settings_differ}"
     where = f"cannot resume from {plan.checkpoint}"
     hint = (
         "resume with the run's own model settings (a resume of a cnnzoo run takes them by "
