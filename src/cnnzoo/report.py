@@ -380,7 +380,7 @@ class ReportOnSweepEnd(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         records = (read_job_summary(path.parent) for path in sweep_dir.glob("*/summary.json"))
         statuses = [record.get("status") for record in records if record is not None]
-        if any(s not in (Status.COMPLETED, Status.PRUNED, Status.RUNNING) for s in statuses):
+        if Status.FAILED in statuses:  # (a stopped sweep's sweeper writes its own report)
             self._write(sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
