@@ -51,6 +51,7 @@ __all__ = [
     "read_sweep_plan",
     "temp_file",
     "varying_overrides",
+    "without_key",
     "write_failure",
     "write_job_summary",
     "write_sweep_plan",
@@ -137,6 +138,11 @@ def override_key(override: str) -> str:
 
     (parsed,) = OverridesParser.create().parse_overrides([override])
     return str(parsed.key_or_group)
+
+
+def without_key(overrides: Iterable[str], key: str) -> list[str]:
+    """The overrides that do not set ``key`` (``ckpt_path``: a job as it is, however it ran)."""
+    return [o for o in overrides if override_key(o) != key]
 
 
 # overrides that tell jobs apart without describing them (Hydra's, the Optuna trial number) or

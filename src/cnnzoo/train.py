@@ -32,6 +32,7 @@ from cnnzoo.records import (
     Status,
     outcome_of,
     read_job_summary,
+    without_key,
     write_sweep_summary,
 )
 from cnnzoo.resume import (
@@ -315,7 +316,7 @@ def _attempt_dir(hydra_cfg: Any) -> Path | None:
 
 def _same_job(recorded: Sequence[str], overrides: Sequence[str]) -> bool:
     def job(items: Sequence[str]) -> set[str]:
-        return {o for o in items if not o.startswith("ckpt_path=")}
+        return set(without_key(items, "ckpt_path"))
 
     return job(recorded) == job(overrides)
 

@@ -54,7 +54,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from cnnzoo.records import one_line, read_job_summary
+from cnnzoo.records import one_line, read_job_summary, without_key
 from cnnzoo.study import open_storage, study_storage
 from hydra_plugins.cnnzoo_optuna_sweeper.results import TRIAL_KEY, write_results
 from hydra_plugins.cnnzoo_optuna_sweeper.space import SearchSpace, override_value, search_space
@@ -459,8 +459,7 @@ class OptunaSweeper(Sweeper):
             found = next((c for c in map(newest_checkpoint, reversed(dirs)) if c), None)
             note = f"retry of trial {retried[-1].number}"
             if found is not None:
-                overrides = [o for o in overrides if not o.startswith("ckpt_path=")]
-                overrides.append(f"ckpt_path={found}")
+                overrides = [*without_key(overrides, "ckpt_path"), f"ckpt_path={found}"]
                 note += f", resumed from {found}"
             log.info("Trial %d: %s", trial.number, note)
             trial.set_user_attr(NOTE, note)

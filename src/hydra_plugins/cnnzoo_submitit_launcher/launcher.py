@@ -82,7 +82,7 @@ class ResumeOnRequeue:
         """The job's overrides with ``ckpt_path=last``: its own newest checkpoint. A job that
         has none yet (stopped before its first step) starts again as it was submitted, from
         the checkpoint file it was given, if any."""
-        from cnnzoo.records import override_key
+        from cnnzoo.records import without_key
         from cnnzoo.resume import newest_checkpoint
 
         job_dir = self._job_dir(overrides, job_num)
@@ -96,8 +96,7 @@ class ResumeOnRequeue:
             )
             return list(overrides)
         log.warning("%s: resuming job %d from its own checkpoint (%s)", why, job_num, found)
-        kept = [o for o in overrides if override_key(o) != "ckpt_path"]
-        return [*kept, "ckpt_path=last"]
+        return [*without_key(overrides, "ckpt_path"), "ckpt_path=last"]
 
     def _job_dir(self, overrides: Sequence[str], job_num: int) -> Path:
         """The job's output dir, as Hydra's ``run_job`` names it."""
