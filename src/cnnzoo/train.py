@@ -372,17 +372,21 @@ def _run(cfg: DictConfig) -> float | None:
             write_sweep_summary(hydra_cfg.sweep.dir)
             return _result(cfg, child)
     writer = rank_zero_only.rank == 0  # type: ignore[attr-defined]  # set at runtime
-    record: dict[str, Any] = {"overrides": overrides}
-    attempt = RunAttempt(output_dir, _attempt_dir(hydra_cfg), writer=writer, record=record)
+    # the attempt's record: written as `running` when it starts; a run that stops adds what it
+    # had to it (train's _stopped_record)
+    attempt = RunAttempt(
+        output_dir, _attempt_dir(hydra_cfg), writer=writer, record={"overrides": overrides}
+    )
     error: BaseException | None = None
     try:
-        record.update(train(cfg, attempt))
+        result = train(cfg, attempt)
         outcome = Outcome(Status.COMPLETED)
     except BaseException as caught:
+        result = {}
         error = caught
         user_error = as_user_error(caught)
         outcome = requeue.outcome(caught) or outcome_of(user_error or caught)
-    record = {**record, **outcome.fields}
+    record: dict[str, Any] = {**(attempt.record or {}), **result, **outcome.fields}
     try:
         if writer:
             attempt.write_record(record)
