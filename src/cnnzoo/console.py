@@ -11,10 +11,10 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from hydra.experimental.callback import Callback
 
@@ -29,6 +29,7 @@ __all__ = [
     "quiet_third_party_messages",
     "quietly",
     "require_extra",
+    "torch_grad_mode",
 ]
 
 # groups that may be switched off entirely: `logger=null` reads naturally, but Hydra refuses
@@ -247,3 +248,24 @@ def _writable_folder(folder: Path, key: str) -> None:
                 f"{key}=<folder>"
             )
         )
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def torch_grad_mode(mode: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """``@torch.<mode>()`` (``inference_mode``, ``no_grad``) with torch imported when the
+    function runs, not when its module is imported."""
+
+    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(function)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            import torch
+
+            with getattr(torch, mode)():
+                return function(*args, **kwargs)
+
+        return run
+
+    return decorate

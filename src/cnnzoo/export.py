@@ -24,7 +24,6 @@ from omegaconf import DictConfig
 from cnnzoo import console
 from cnnzoo.config import CONFIG_PATH
 from cnnzoo.errors import UserError, user_errors
-from cnnzoo.predict import torch_grad_mode
 
 # torch is imported inside the functions that use it, so that `--help`, `--cfg job` and tab
 # completion print without it (tests/test_startup.py)
@@ -147,7 +146,7 @@ def export_net(
     return record
 
 
-@torch_grad_mode("no_grad")
+@console.torch_grad_mode("no_grad")
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Write the model in ``cfg.format`` and return where, with the largest output difference."""
     if cfg.format not in FORMATS:

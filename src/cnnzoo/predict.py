@@ -9,48 +9,27 @@ evaluation transform of training. Prints the top-k classes per image; ``--json``
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
 from cnnzoo import console
 from cnnzoo.config import CONFIG_PATH
+from cnnzoo.console import torch_grad_mode
 from cnnzoo.errors import UserError, user_errors
 from cnnzoo.records import write_failure
 
 # torch (and torchvision, through cnnzoo.data.image_files) is imported inside the functions that
 # use it, so that `--help`, `--cfg job` and tab completion print without it (tests/test_startup.py)
 
-__all__ = ["main", "predict", "torch_grad_mode"]
+__all__ = ["main", "predict"]
 
 log = logging.getLogger(__name__)
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def torch_grad_mode(mode: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """``@torch.<mode>()`` (``inference_mode``, ``no_grad``) with torch imported when the
-    function runs, not when its module is imported."""
-
-    def decorate(function: Callable[P, R]) -> Callable[P, R]:
-        @functools.wraps(function)
-        def run(*args: P.args, **kwargs: P.kwargs) -> R:
-            import torch
-
-            with getattr(torch, mode)():
-                return function(*args, **kwargs)
-
-        return run
-
-    return decorate
 
 
 @torch_grad_mode("inference_mode")
