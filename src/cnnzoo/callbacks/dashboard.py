@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnzoo import plots
 from cnnzoo.callbacks.images import class_names, displayable, log_image_file
+from cnnzoo.records import override_key
 from cnnzoo.trackers import best_effort
 
 __all__ = ["Dashboard"]
@@ -283,7 +284,7 @@ def _overridden_keys() -> list[str]:
         return []
     keys = []
     for override in HydraConfig.get().overrides.task:
-        key = override.split("=", 1)[0].lstrip("+~")
+        key = override_key(override)
         if "." in key:
             keys.append(key.replace(".", "/"))
     return keys
