@@ -66,14 +66,15 @@ up() {
     local version
     version=$(basename "$(ls -d /usr/lib/postgresql/*/ | sort -V | tail -n 1)")
     say "creating cluster $version/main"
-    pg_createcluster "$version" main >/dev/null
+    pg_createcluster "$version" main >&2
   fi
   read -r version name port <<<"$(cluster)"
   if ! answering; then
     say "starting cluster $version/$name on port $port"
     mkdir -p "$STATE"
     # the cluster's own log: /var/log/postgresql/postgresql-$version-$name.log
-    pg_ctlcluster "$version" "$name" start
+    # its notes ("Removed stale pid file.", the systemd hint) go to stderr: stdout is the URL only
+    pg_ctlcluster "$version" "$name" start >&2
     touch "$STATE/started-$version-$name"
     for _ in $(seq 100); do answering && break; sleep 0.1; done
     answering || { say "the server did not answer; see /var/log/postgresql/"; exit 1; }
@@ -101,7 +102,7 @@ stop() {
     say "cluster $version/$name was not started by this script: left alone"
     return
   fi
-  pg_ctlcluster "$version" "$name" stop
+  pg_ctlcluster "$version" "$name" stop >&2
   rm -f "$STATE/started-$version-$name"
   say "stopped cluster $version/$name"
 }

@@ -14,5 +14,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 echo "export CNNZOO_TEST_SLURM=1"
 
 if [ -x "$here/postgres.sh" ]; then
-  echo "export CNNZOO_TEST_POSTGRES_URL=$("$here/postgres.sh" up)"
+  url=$("$here/postgres.sh" up)
+  # stdout is eval'ed by the caller: anything but one URL is a bug in postgres.sh, never a command
+  case "$url" in
+    postgresql*://*) ;;
+    *) echo "up.sh: postgres.sh printed no database URL but: $url" >&2; exit 1 ;;
+  esac
+  case "$url" in
+    *[[:space:]]*) echo "up.sh: postgres.sh printed more than a URL: $url" >&2; exit 1 ;;
+  esac
+  printf 'export CNNZOO_TEST_POSTGRES_URL=%q\n' "$url"
 fi
